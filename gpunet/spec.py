@@ -1,0 +1,321 @@
+"""Architecture specs: the data a GPUNet is built from.
+
+A :class:`NetworkSpec` is a flat list of :class:`LayerSpec` entries (one stem, the body
+blocks, one tail), the input resolution and the module *family* (NVIDIA's "standard" or
+"distill" implementation, which differ in BatchNorm eps, IRB layout and padding).
+Specs validate themselves, round-trip through our JSON format and hash to a stable
+fingerprint. NVIDIA's own JSON files are read through :mod:`gpunet.nvidia`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    "LayerSpec", "NetworkSpec", "SpecError", "load_spec", "save_spec", "parse_spec",
+    "FAMILIES", "LAYER_KINDS", "ACTIVATIONS", "SPEC_FORMAT",
+]
+
+SPEC_FORMAT = "gpunet-spec/1"
+FAMILIES = ("standard", "distill")
+LAYER_KINDS = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
+BODY_KINDS = ("conv", "fused_irb", "irb")
+ACTIVATIONS = ("relu", "swish")
+
+
+class SpecError(ValueError):
+    """A spec (file or object) is malformed; the message names where and what was expected."""
+
+    def __init__(self, message: str, *, source: Optional[str] = None, index: Optional[int] = None,
+                 field: Optional[str] = None):
+        where = []
+        if source:
+            where.append(str(source))
+        if index is not None:
+            where.append(f"entry {index}")
+        if field:
+            where.append(f"field '{field}'")
+        self.source, self.index, self.field = source, index, field
+        super().__init__((": ".join([", ".join(where), message])) if where else message)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One entry of a network: the stem, a body block, or the tail.
+
+    ``expansion`` is the IRB / Fused-IRB expansion ratio (may be fractional in the
+    standard family). ``stage`` is the search-space stage the block belongs to (Table 1).
+    For the tail, ``out_channels`` is the width of the 1x1 feature conv and
+    ``pre_logits_channels`` the width of the extra 1x1 conv after pooling (distill family).
+    """
+
+    kind: str
+    in_channels: int
+    out_channels: int
+    stride: int = 1
+    kernel_size: int = 3
+    expansion: float = 1.0
+    act: Optional[str] = None
+    se: bool = False
+    stage: Optional[int] = None
+    pre_logits_channels: Optional[int] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"type": self.kind, "in_channels": self.in_channels,
+                             "out_channels": self.out_channels}
+        if self.kind in BODY_KINDS:
+            d["stride"] = self.stride
+            d["kernel_size"] = self.kernel_size
+        if self.kind in ("fused_irb", "irb"):
+            d["expansion"] = _plain_number(self.expansion)
+            d["se"] = self.se
+        if self.act is not None:
+            d["act"] = self.act
+        if self.stage is not None:
+            d["stage"] = self.stage
+        if self.pre_logits_channels is not None:
+            d["pre_logits_channels"] = self.pre_logits_channels
+        return d
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A whole network: resolution, family, layers (stem first, tail last), class count."""
+
+    layers: Tuple[LayerSpec, ...]
+    resolution: int = 224
+    family: str = "standard"
+    num_classes: int = 1000
+    name: Optional[str] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    # -- structure ---------------------------------------------------------------------
+    @property
+    def stem(self) -> LayerSpec:
+        return self.layers[0]
+
+    @property
+    def tail(self) -> LayerSpec:
+        return self.layers[-1]
+
+    @property
+    def body(self) -> Tuple[LayerSpec, ...]:
+        return self.layers[1:-1]
+
+    @property
+    def in_channels(self) -> int:
+        return self.stem.in_channels
+
+    def stages(self) -> List[Tuple[Optional[int], List[int]]]:
+        """Group consecutive body blocks by their ``stage`` field.
+
+        Returns ``[(stage_id, [layer indices into self.layers]), ...]`` in network order.
+        """
+        groups: List[Tuple[Optional[int], List[int]]] = []
+        for i, layer in enumerate(self.layers[1:-1], start=1):
+            if groups and groups[-1][0] == layer.stage:
+                groups[-1][1].append(i)
+            else:
+                groups.append((layer.stage, [i]))
+        return groups
+
+    def spatial_sizes(self, resolution: Optional[int] = None) -> List[int]:
+        """Output height/width after the stem and after every body block (square input)."""
+        from .blocks import conv_padding  # padding rules live with the blocks
+
+        size = resolution or self.resolution
+        sizes = []
+        stem = self.stem
+        convs = 3 if stem.kind == "head_large" else 1
+        for j in range(convs):
+            s = 2 if j == 0 else 1
+            size = _conv_out(size, 3, s, conv_padding("head", 3, s, self.family))
+        sizes.append(size)
+        for layer in self.body:
+            size = _conv_out(size, layer.kernel_size, layer.stride,
+                             conv_padding(layer.kind, layer.kernel_size, layer.stride, self.family))
+            sizes.append(size)
+        return sizes
+
+    # -- (de)serialisation ---------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"format": SPEC_FORMAT}
+        if self.name:
+            d["name"] = self.name
+        d.update({"resolution": self.resolution, "family": self.family,
+                  "num_classes": self.num_classes,
+                  "layers": [layer.to_dict() for layer in self.layers]})
+        return d
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent) + ("\n" if indent else "")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: Optional[str] = None) -> "NetworkSpec":
+        return parse_spec(data, source=source)
+
+    def fingerprint(self) -> str:
+        """sha256 of the architecture (name excluded): identifies what weights fit."""
+        d = self.to_dict()
+        d.pop("name", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+    def replace(self, **changes) -> "NetworkSpec":
+        return dataclasses.replace(self, **changes)
+
+    # -- validation ----------------------------------------------------------------------
+    def validate(self, source: Optional[str] = None) -> "NetworkSpec":
+        """Check the spec is buildable; raise :class:`SpecError` naming entry and field."""
+        def err(msg, index=None, fld=None):
+            return SpecError(msg, source=source, index=index, field=fld)
+
+        if self.family not in FAMILIES:
+            raise err(f"unknown family {self.family!r}; expected one of {FAMILIES}", fld="family")
+        _check_int(self.resolution, "resolution", source, minimum=8)
+        _check_int(self.num_classes, "num_classes", source, minimum=0)
+        if len(self.layers) < 2:
+            raise err("a network needs at least a stem (head) and a tail", fld="layers")
+        for i, layer in enumerate(self.layers):
+            if layer.kind not in LAYER_KINDS:
+                raise err(f"unknown layer type {layer.kind!r}; expected one of {LAYER_KINDS}", i, "type")
+            if i == 0 and layer.kind not in ("head", "head_large"):
+                raise err(f"the first layer must be 'head' or 'head_large', got {layer.kind!r}", i, "type")
+            if i == len(self.layers) - 1 and layer.kind != "tail":
+                raise err(f"the last layer must be 'tail', got {layer.kind!r}", i, "type")
+            if 0 < i < len(self.layers) - 1 and layer.kind not in BODY_KINDS:
+                raise err(f"'{layer.kind}' may only appear at the {'start' if 'head' in layer.kind else 'end'}",
+                          i, "type")
+            for fld in ("in_channels", "out_channels"):
+                v = getattr(layer, fld)
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise err(f"expected a positive integer, got {v!r}", i, fld)
+            if i > 0 and layer.in_channels != self.layers[i - 1].out_channels:
+                raise err(f"in_channels {layer.in_channels} does not match the previous layer's "
+                          f"out_channels {self.layers[i - 1].out_channels}", i, "in_channels")
+            if layer.kind in BODY_KINDS:
+                if layer.stride not in (1, 2):
+                    raise err(f"stride must be 1 or 2, got {layer.stride!r}", i, "stride")
+                k = layer.kernel_size
+                if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+                    raise err(f"kernel_size must be a positive odd integer, got {k!r}", i, "kernel_size")
+            if layer.kind in ("fused_irb", "irb"):
+                e = layer.expansion
+                if not isinstance(e, (int, float)) or isinstance(e, bool) or not math.isfinite(e) or e <= 0:
+                    raise err(f"expansion must be a positive number, got {e!r}", i, "expansion")
+                if self.family == "distill":
+                    if layer.kind != "irb":
+                        raise err("the distill family only has 'irb' body blocks", i, "type")
+                    if float(e) != int(e):
+                        raise err(f"the distill family needs an integer expansion, got {e!r}", i, "expansion")
+                    if layer.se:
+                        raise err("the distill family has no squeeze-excitation", i, "se")
+            if layer.act is not None and layer.act not in ACTIVATIONS:
+                raise err(f"unknown activation {layer.act!r}; expected one of {ACTIVATIONS}", i, "act")
+            if layer.kind in ("conv", "fused_irb", "irb") and self.family == "standard" and layer.act is None:
+                raise err("body blocks of the standard family need 'act'", i, "act")
+            if layer.pre_logits_channels is not None:
+                if layer.kind != "tail":
+                    raise err("only the tail has pre_logits_channels", i, "pre_logits_channels")
+                _check_int(layer.pre_logits_channels, "pre_logits_channels", source, minimum=1, index=i)
+        return self
+
+
+# ----------------------------------------------------------------------------------------
+# parsing
+
+
+_LAYER_FIELDS = {f.name for f in dataclasses.fields(LayerSpec)} - {"kind"}
+
+
+def parse_spec(data: Any, source: Optional[str] = None) -> NetworkSpec:
+    """Build a validated :class:`NetworkSpec` from our JSON object or NVIDIA's list format."""
+    if isinstance(data, list):
+        from .nvidia import spec_from_nvidia_config
+
+        return spec_from_nvidia_config(data, source=source)
+    if not isinstance(data, dict):
+        raise SpecError(f"expected a JSON object (gpunet spec) or list (NVIDIA config), got "
+                        f"{type(data).__name__}", source=source)
+    fmt = data.get("format", SPEC_FORMAT)
+    if fmt != SPEC_FORMAT:
+        raise SpecError(f"unsupported format {fmt!r}; expected {SPEC_FORMAT!r}", source=source, field="format")
+    known = {"format", "name", "resolution", "family", "num_classes", "layers"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(f"unknown keys {unknown}; expected some of {sorted(known)}", source=source)
+    raw_layers = data.get("layers")
+    if not isinstance(raw_layers, list):
+        raise SpecError("expected a list of layers", source=source, field="layers")
+    layers = []
+    for i, raw in enumerate(raw_layers):
+        if not isinstance(raw, dict):
+            raise SpecError(f"expected an object, got {type(raw).__name__}", source=source, index=i)
+        raw = dict(raw)
+        if "type" not in raw:
+            raise SpecError("missing layer type", source=source, index=i, field="type")
+        kind = raw.pop("type")
+        bad = sorted(set(raw) - _LAYER_FIELDS)
+        if bad:
+            raise SpecError(f"unknown keys {bad}; expected some of {sorted(_LAYER_FIELDS)}",
+                            source=source, index=i)
+        for req in ("in_channels", "out_channels"):
+            if req not in raw:
+                raise SpecError("missing", source=source, index=i, field=req)
+        layers.append(LayerSpec(kind=kind, **raw))
+    try:
+        spec = NetworkSpec(layers=tuple(layers), resolution=data.get("resolution", 224),
+                           family=data.get("family", "standard"),
+                           num_classes=data.get("num_classes", 1000), name=data.get("name"))
+    except TypeError as e:  # pragma: no cover - dataclass signature errors
+        raise SpecError(str(e), source=source) from e
+    return spec.validate(source=source)
+
+
+def load_spec(path_or_name: Union[str, os.PathLike]) -> NetworkSpec:
+    """Read a spec file (our format or NVIDIA's) or a hub model name (``"gpunet-0"``)."""
+    path = os.fspath(path_or_name)
+    if not os.path.exists(path):
+        if not path.lower().endswith(".json") and os.sep not in path:
+            from .registry import get_registry  # a hub name, not a file
+
+            return get_registry().spec(path)
+        raise FileNotFoundError(f"spec file not found: {path}")
+    with open(path, "r", encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})", source=path) from e
+    return parse_spec(data, source=path)
+
+
+def save_spec(spec: NetworkSpec, path: Union[str, os.PathLike]) -> None:
+    """Write ``spec`` in our JSON format atomically (temp file, then rename)."""
+    from ._io import atomic_write_text
+
+    atomic_write_text(path, spec.validate().to_json())
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+
+
+def _conv_out(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+def _plain_number(x: float):
+    return int(x) if float(x) == int(x) else float(x)
+
+
+def _check_int(v, name, source, minimum=None, index=None):
+    if not isinstance(v, int) or isinstance(v, bool) or (minimum is not None and v < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise SpecError(f"expected an integer{bound}, got {v!r}", source=source, index=index, field=name)
