@@ -1,0 +1,42 @@
+"""gpunet: GPUNet models tiered by latency, ready to fine-tune and deploy.
+
+    import gpunet
+    gpunet.query(max_latency_ms=1.0, gpu="gv100")      # model cards, best top-1 first
+    model = gpunet.get_model("gpunet-1", gpu="gv100")   # nn.Module
+    timm.create_model("gpunet_0")                      # registered on import
+
+Heavy, optional parts (export, TensorRT, search, training) load on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .builder import build_model
+from .checkpoint import CheckpointError, load_checkpoint
+from .hub import get_model
+from .model import GPUNet
+from .registry import ModelCard, UnknownNameError, list_devices, list_models, query
+from .spec import LayerSpec, NetworkSpec, SpecError, load_spec, save_spec
+from . import timm_models as _timm_models  # noqa: F401  (registers gpunet_* with timm)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first attribute access so `import gpunet`
+# never pulls in onnx, onnxruntime, tensorrt, ray, optuna or matplotlib.
+_LAZY = {
+}
+
+__all__ = [
+    "build_model", "get_model", "GPUNet", "ModelCard", "UnknownNameError", "list_devices", "list_models",
+    "query", "LayerSpec", "NetworkSpec", "SpecError", "load_spec", "save_spec", "CheckpointError",
+    "load_checkpoint", "__version__", *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gpunet' has no attribute {name!r}")

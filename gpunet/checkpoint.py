@@ -1,0 +1,114 @@
+"""Load a local checkpoint file into a GPUNet: ours or NVIDIA's, never a silent partial load.
+
+Accepted files: a bare state_dict, a timm training checkpoint (``state_dict_ema`` preferred,
+then ``state_dict``), with or without DDP's ``module.`` prefix, in our key names or NVIDIA's
+(``network.stage: 1 layer3...``); ``.pth`` / ``.pth.tar`` via ``torch.load(weights_only=True)``
+and ``.safetensors``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Dict, Mapping, MutableMapping, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .nvidia import is_nvidia_state_dict, state_dict_from_nvidia
+from .spec import NetworkSpec
+
+__all__ = ["CheckpointError", "read_checkpoint", "extract_state_dict", "to_gpunet_state_dict",
+           "load_state_dict_checked", "load_checkpoint", "SAFE_GLOBALS"]
+
+#: Non-tensor objects allowed while unpickling: timm's training checkpoints store ``args``.
+SAFE_GLOBALS = [argparse.Namespace]
+
+CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint does not fit the architecture; the message lists the offending keys."""
+
+
+def read_checkpoint(path: str) -> Any:
+    """Read a checkpoint file without unpickling arbitrary objects."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError or a corrupt archive
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """The weights inside a loaded checkpoint: EMA first (NVIDIA's published ones), then raw."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{source}: expected a dict of tensors or a training checkpoint, got "
+                              f"{type(obj).__name__}")
+    for key in ("state_dict_ema", "state_dict", "model_ema", "model"):
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            obj = inner
+            break
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise CheckpointError(f"{source}: no tensors found (keys: {list(obj)[:8]})")
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def to_gpunet_state_dict(sd: Mapping[str, torch.Tensor], spec: NetworkSpec,
+                         source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """Our key names, whatever names the checkpoint used."""
+    if is_nvidia_state_dict(sd):
+        try:
+            return dict(state_dict_from_nvidia(sd, spec, source=source))
+        except KeyError as e:
+            raise CheckpointError(str(e.args[0])) from None
+    return dict(sd)
+
+
+def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str = "checkpoint",
+                            skip_classifier: bool = False) -> None:
+    """Strict load with an error listing the first missing / unexpected / mis-shaped keys.
+
+    ``skip_classifier`` keeps the model's (new) classifier, for fine-tuning to other classes.
+    """
+    own = model.state_dict()
+    sd = dict(sd)
+    if skip_classifier:
+        for k in CLASSIFIER_KEYS:
+            sd.pop(k, None)
+    missing = [k for k in own if k not in sd and not (skip_classifier and k in CLASSIFIER_KEYS)]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:5]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})")
+        if shapes:
+            parts.append(f"{len(shapes)} mis-shaped (e.g. {shapes[:5]})")
+        raise CheckpointError(f"{source} does not fit this architecture: " + "; ".join(parts))
+    model.load_state_dict(sd, strict=not skip_classifier)
+
+
+def load_checkpoint(model: nn.Module, path: str, spec: Optional[NetworkSpec] = None) -> nn.Module:
+    """Load ``path`` into ``model`` (a GPUNet). The classifier is skipped when the model was
+    built with a different class count than the checkpoint's (fine-tuning)."""
+    spec = spec or getattr(model, "spec")
+    sd = to_gpunet_state_dict(extract_state_dict(read_checkpoint(path), path), spec, path)
+    ckpt_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else None
+    skip = ckpt_classes is not None and ckpt_classes != getattr(model, "num_classes", ckpt_classes)
+    load_state_dict_checked(model, sd, source=path, skip_classifier=skip)
+    return model
