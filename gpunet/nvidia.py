@@ -30,6 +30,8 @@ NVIDIA_MODEL_NAMES = {
     "GPUNet-D2": "gpunet-d2",
 }
 
+_NVIDIA_FIELD = {"in_channels": "num_in_channels", "out_channels": "num_out_channels", "se": "use_se",
+                 "type": "layer_type"}
 _COMMON = {"layer_type", "num_in_channels", "num_out_channels", "stage", "stage:"}
 _ALLOWED = {
     "head": _COMMON | {"act"},
@@ -100,7 +102,13 @@ def spec_from_nvidia_config(config: List[Any], source: Optional[str] = None,
                                     act=act, se=bool(e.get("use_se", False)), stage=stage))
     spec = NetworkSpec(layers=tuple(layers), resolution=data["img_resolution"], family=family,
                        num_classes=num_classes, name=name)
-    return spec.validate(source=source)
+    try:
+        return spec.validate(source=source)
+    except SpecError as e:  # report positions and names as they are in NVIDIA's file
+        if e.index is None:
+            raise
+        raise SpecError(e.message, source=source, index=e.index + 1,
+                        field=_NVIDIA_FIELD.get(e.field, e.field)) from None
 
 
 def spec_to_nvidia_config(spec: NetworkSpec) -> List[Dict[str, Any]]:

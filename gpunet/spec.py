@@ -40,7 +40,7 @@ class SpecError(ValueError):
             where.append(f"entry {index}")
         if field:
             where.append(f"field '{field}'")
-        self.source, self.index, self.field = source, index, field
+        self.source, self.index, self.field, self.message = source, index, field, message
         super().__init__((": ".join([", ".join(where), message])) if where else message)
 
 
@@ -71,6 +71,8 @@ class LayerSpec:
         if self.kind in BODY_KINDS:
             d["stride"] = self.stride
             d["kernel_size"] = self.kernel_size
+        elif self.kind in ("head", "head_large"):
+            d["stride"] = self.stride
         if self.kind in ("fused_irb", "irb"):
             d["expansion"] = _plain_number(self.expansion)
             d["se"] = self.se
@@ -192,6 +194,8 @@ class NetworkSpec:
             if 0 < i < len(self.layers) - 1 and layer.kind not in BODY_KINDS:
                 raise err(f"'{layer.kind}' may only appear at the {'start' if 'head' in layer.kind else 'end'}",
                           i, "type")
+            if layer.kind in ("head", "head_large") and layer.stride != 2:
+                raise err(f"the stem has stride 2, got {layer.stride!r}", i, "stride")
             for fld in ("in_channels", "out_channels"):
                 v = getattr(layer, fld)
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -268,6 +272,8 @@ def parse_spec(data: Any, source: Optional[str] = None) -> NetworkSpec:
         for req in ("in_channels", "out_channels"):
             if req not in raw:
                 raise SpecError("missing", source=source, index=i, field=req)
+        if kind in ("head", "head_large"):
+            raw.setdefault("stride", 2)
         layers.append(LayerSpec(kind=kind, **raw))
     try:
         spec = NetworkSpec(layers=tuple(layers), resolution=data.get("resolution", 224),

@@ -1,0 +1,291 @@
+"""ONNX export: one self-contained file, BatchNorm folded, checked against PyTorch.
+
+Exporter choice (torch 2.14): the dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``).
+Both exporters give numerically identical GPUNet graphs, but the dynamo one is the maintained
+path (the TorchScript exporter is deprecated), its onnxscript optimizer folds every BatchNorm
+into the preceding convolution and leaves no ``Identity`` nodes (the TorchScript graph keeps
+one per BN), and the resulting graph ran ~3% faster in ONNX Runtime here. Dynamic batch is
+declared with ``torch.export.Dim`` so the batch axis is symbolic in the graph, not re-traced.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .._io import atomic_path
+
+__all__ = ["export_onnx", "export_onnx_proto", "ExportReport", "ExportError", "resolve_model_input",
+           "check_onnx", "require", "DEFAULT_OPSET", "TOLERANCES"]
+
+log = logging.getLogger(__name__)
+
+#: opset the dynamo exporter targets natively (lower opsets are converted, higher ones refused).
+DEFAULT_OPSET = 20
+#: max |onnx - torch| / max |torch| allowed when checking, per precision.
+TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2}
+#: every hub model's input side is a multiple of this (456 = 57 * 8); other sizes are refused
+#: so stride-2 layers see the same aligned grids the published latencies were measured on.
+RESOLUTION_MULTIPLE = 8
+
+
+class ExportError(RuntimeError):
+    """Export or verification failed (the message says which check and by how much)."""
+
+
+def require(module: str, extra: str, what: str) -> Any:
+    """Import an optional dependency or raise an ImportError naming the pip extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{what} needs the '{module}' package: pip install 'gpunet[{extra}]' "
+                          f"(or pip install {module})") from e
+
+
+@dataclass
+class ExportReport:
+    """What ``export_onnx`` wrote and how closely the file matches PyTorch."""
+
+    path: Optional[str]
+    input_shape: Tuple[int, ...]
+    opset: int
+    dynamic_batch: bool
+    half: bool
+    num_nodes: int
+    op_counts: Dict[str, int]
+    size_bytes: int
+    checked: bool = False
+    max_abs_err: Optional[float] = None
+    max_rel_err: Optional[float] = None
+    checked_batches: Tuple[int, ...] = ()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_resolution(resolution: Any, spec: Any = None) -> int:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    if resolution % RESOLUTION_MULTIPLE:
+        lo = resolution // RESOLUTION_MULTIPLE * RESOLUTION_MULTIPLE
+        raise ValueError(f"resolution {resolution} is not a multiple of {RESOLUTION_MULTIPLE} as GPUNet "
+                         f"inputs must be; try {max(lo, RESOLUTION_MULTIPLE)} or {lo + RESOLUTION_MULTIPLE}")
+    if spec is not None:
+        sizes = spec.spatial_sizes(resolution)
+        if min(sizes) < 1:
+            raise ValueError(f"resolution {resolution} is too small for {spec.name or 'this model'}: "
+                             f"its feature maps shrink to {min(sizes)} px")
+    return resolution
+
+
+def resolve_model_input(model_or_name: Union[str, nn.Module], batch_size: int = 1,
+                        resolution: Optional[int] = None,
+                        input_shape: Optional[Sequence[int]] = None) -> Tuple[nn.Module, Tuple[int, ...], str]:
+    """(eval-mode model, NCHW input shape, display name) for a hub name, GPUNet or any module."""
+    from ..model import GPUNet
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(model_or_name, str):
+        from ..hub import get_model
+
+        model = get_model(model_or_name)
+        name = model.spec.name or model_or_name
+    elif isinstance(model_or_name, nn.Module):
+        model, name = model_or_name, getattr(getattr(model_or_name, "spec", None), "name", None) \
+            or type(model_or_name).__name__
+    else:
+        raise TypeError(f"model_or_name must be a hub model name or an nn.Module, got {type(model_or_name).__name__}")
+    spec = model.spec if isinstance(model, GPUNet) else None
+    if input_shape is not None:
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) == 3:
+            shape = (batch_size,) + shape
+        if len(shape) != 4 or min(shape) < 1:
+            raise ValueError(f"input_shape must be (C, H, W) or (N, C, H, W) with positive sizes, got {input_shape!r}")
+        if resolution is not None and shape[2:] != (resolution, resolution):
+            raise ValueError(f"resolution={resolution} contradicts input_shape={tuple(input_shape)}")
+        if spec is not None:
+            for side in shape[2:]:
+                _check_resolution(side, spec)
+    elif spec is not None:
+        res = _check_resolution(spec.resolution if resolution is None else resolution, spec)
+        shape = (batch_size, getattr(model, "in_chans", 3), res, res)
+    else:
+        raise ValueError(f"input_shape=(C, H, W) is required for a {type(model).__name__} "
+                         f"(only GPUNets and hub names know their input size)")
+    return model.eval(), shape, str(name)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs progress with print/warnings; library code stays silent."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        for name in ("torch.onnx", "torch.export", "onnxscript"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        yield
+
+
+def _validate_export_args(dynamic_batch: Any, opset: Any, half: Any) -> int:
+    if not isinstance(dynamic_batch, bool):
+        raise ValueError(f"dynamic_batch must be True or False, got {dynamic_batch!r}")
+    if not isinstance(half, bool):
+        raise ValueError(f"half must be True or False, got {half!r}")
+    if opset is None:
+        return DEFAULT_OPSET
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= DEFAULT_OPSET:
+        raise ValueError(f"opset must be an integer in [13, {DEFAULT_OPSET}], got {opset!r}")
+    return opset
+
+
+def export_onnx_proto(model: nn.Module, input_shape: Sequence[int], dynamic_batch: bool = False,
+                      opset: Optional[int] = None, half: bool = False):
+    """Export ``model`` to an in-memory ``onnx.ModelProto`` (weights inside, BN folded)."""
+    onnx = require("onnx", "onnx", "ONNX export")
+    require("onnxscript", "onnx", "ONNX export")
+    opset = _validate_export_args(dynamic_batch, opset, half)
+    model = copy.deepcopy(model).eval()
+    dtype = torch.float16 if half else torch.float32
+    model = model.to(dtype)
+    x = torch.randn(*input_shape, dtype=dtype)
+    dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    # torch.export specialises a batch of 1 even with a Dim; trace at 2 so the axis stays symbolic.
+    if dynamic_batch and x.shape[0] == 1:
+        x = torch.randn(2, *input_shape[1:], dtype=dtype)
+    with _quiet_exporter():
+        try:
+            program = torch.onnx.export(
+                _InputNamed(model), (x,), dynamo=True, external_data=False, optimize=True,
+                opset_version=opset, input_names=["input"], output_names=["output"],
+                dynamic_shapes=dynamic_shapes, verbose=False, report=False)
+        except Exception as e:  # the exporter raises many types; keep the cause
+            raise ExportError(f"torch.onnx.export failed for {type(model).__name__} with input "
+                              f"{tuple(input_shape)}: {e}") from e
+    proto = program.model_proto
+    if proto.ByteSize() >= 2 ** 31 - 1:
+        raise ExportError("the model is larger than 2 GiB, which a single .onnx file cannot hold")
+    return proto
+
+
+class _InputNamed(nn.Module):
+    """Fixes the forward argument name to ``x`` so ``dynamic_shapes`` works for any module."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _op_counts(proto) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def max_errors(out, ref) -> Tuple[float, float]:
+    """(max abs error, max abs error / max |reference|): the relative error is scale-free."""
+    import numpy as np
+
+    out, ref = np.asarray(out, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if out.shape != ref.shape:
+        raise ExportError(f"output shape {out.shape} differs from PyTorch's {ref.shape}")
+    if not np.all(np.isfinite(out)):
+        raise ExportError("the exported model produced non-finite outputs")
+    abs_err = float(np.max(np.abs(out - ref))) if out.size else 0.0
+    return abs_err, abs_err / max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-12)
+
+
+def check_onnx(proto, model: nn.Module, input_shape: Sequence[int], batches: Sequence[int],
+               half: bool = False, tol: Optional[float] = None) -> Tuple[float, float]:
+    """``onnx.checker`` plus ONNX Runtime vs PyTorch (fp32 reference) at each batch size."""
+    onnx = require("onnx", "onnx", "ONNX checking")
+    ort = require("onnxruntime", "onnx", "ONNX checking")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise ExportError(f"onnx.checker rejected the exported graph: {e}") from e
+    tol = TOLERANCES["fp16" if half else "fp32"] if tol is None else tol
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ExportError(f"ONNX Runtime could not load the exported graph: {e}") from e
+    model = model.eval()
+    worst = (0.0, 0.0)
+    gen = torch.Generator().manual_seed(0)
+    for b in batches:
+        x = torch.randn(b, *input_shape[1:], generator=gen)
+        with torch.no_grad():
+            ref = model.float()(x).float().numpy()
+        feed = x.half().numpy() if half else x.numpy()
+        try:
+            out = sess.run(None, {sess.get_inputs()[0].name: feed})[0]
+        except Exception as e:
+            raise ExportError(f"ONNX Runtime failed to run the export at batch {b}: {e}") from e
+        abs_err, rel_err = max_errors(out, ref)
+        if not rel_err <= tol:
+            raise ExportError(f"ONNX Runtime output differs from PyTorch at batch {b}: max abs error "
+                              f"{abs_err:.3g}, max rel error {rel_err:.3g} > tolerance {tol:g}")
+        worst = (max(worst[0], abs_err), max(worst[1], rel_err))
+    return worst
+
+
+def export_onnx(model_or_name: Union[str, nn.Module], path: Union[str, os.PathLike], batch_size: int = 1,
+                dynamic_batch: bool = False, opset: Optional[int] = None, half: bool = False,
+                check: bool = True, resolution: Optional[int] = None,
+                input_shape: Optional[Sequence[int]] = None) -> ExportReport:
+    """Export a hub model (or any image model) to ONE self-contained ``.onnx`` file.
+
+    BatchNorm is folded into the convolutions. With ``check`` the file is validated with
+    ``onnx.checker`` and run in ONNX Runtime against PyTorch on random input (fp32 reference;
+    at batch ``batch_size`` and, with ``dynamic_batch``, also at batch 3); an error above the
+    precision's tolerance raises :class:`ExportError` and nothing is written.
+
+    Args:
+        model_or_name: hub name (``"gpunet-0"``), a GPUNet, or any ``nn.Module`` (then pass
+            ``input_shape``).
+        path: output file; written atomically (no partial file on error).
+        batch_size: batch of the example input (the fixed batch unless ``dynamic_batch``).
+        dynamic_batch: make the batch axis symbolic.
+        opset: ONNX opset (default :data:`DEFAULT_OPSET`).
+        half: export FP16 weights and I/O (what TensorRT 11's strongly typed networks need).
+        resolution: input side in pixels (default: the model's native resolution).
+    """
+    model, shape, _ = resolve_model_input(model_or_name, batch_size, resolution, input_shape)
+    path = os.fspath(path)
+    if not isinstance(check, bool):
+        raise ValueError(f"check must be True or False, got {check!r}")
+    with atomic_path(path) as tmp:  # fails early on an unwritable directory
+        proto = export_onnx_proto(model, shape, dynamic_batch, opset, half)
+        counts = _op_counts(proto)
+        report = ExportReport(path=path, input_shape=tuple(shape), opset=opset or DEFAULT_OPSET,
+                              dynamic_batch=dynamic_batch, half=half, num_nodes=len(proto.graph.node),
+                              op_counts=counts, size_bytes=proto.ByteSize())
+        if counts.get("BatchNormalization") and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
+            n_bn = counts["BatchNormalization"]
+            if hasattr(model, "spec"):
+                raise ExportError(f"{n_bn} BatchNormalization nodes were not folded into convolutions")
+            log.warning("%d BatchNormalization nodes could not be folded (no preceding convolution)", n_bn)
+        if check:
+            batches = sorted({shape[0], 3}) if dynamic_batch else [shape[0]]
+            report.max_abs_err, report.max_rel_err = check_onnx(proto, model, shape, batches, half)
+            report.checked, report.checked_batches = True, tuple(batches)
+        with open(tmp, "wb") as f:
+            f.write(proto.SerializeToString())
+    return report

@@ -1,0 +1,36 @@
+"""The first half of the paper's NAS (sections 3.1-3.2): the search space, its 41-integer
+encoding, Sobol-sampled pools, a per-block latency lookup table and stratification by latency.
+
+    from gpunet.search import SearchSpace, LatencyTable, estimate_latency, stratify
+    space = SearchSpace()                         # Table 1
+    pool = space.sample(1_000_000, seed=0)        # (n, 41) int64
+    spec = space.decode(pool[0])                  # NetworkSpec -> gpunet.build_model(spec)
+
+Heavy parts (onnxruntime, matplotlib) load inside the functions that need them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .space import ACT_CODES, Gene, SearchSpace, SearchSpaceError, StageSpace
+from .stratify import LatencyGroup, stratify, stratum_labels
+
+_LAZY = {
+    "BlockKey": ".lut", "LatencyTable": ".lut", "LUTError": ".lut", "LUTDeviceMismatch": ".lut",
+    "network_blocks": ".lut", "build_lut": ".lut",
+    "LatencyEstimator": ".estimate", "estimate_latency": ".estimate", "Calibration": ".estimate",
+    "RooflineModel": ".costmodel",
+    "validate_lut": ".validate", "ValidationReport": ".validate",
+}
+
+__all__ = ["ACT_CODES", "Gene", "SearchSpace", "SearchSpaceError", "StageSpace", "LatencyGroup", "stratify",
+           "stratum_labels", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gpunet.search' has no attribute {name!r}")

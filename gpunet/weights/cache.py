@@ -1,0 +1,117 @@
+"""The weights cache: ``$GPUNET_HOME/weights/<model>/<variant>/<file>`` plus a record beside it.
+
+The record (``<file>.json``) holds the sha256 a file was verified with: the publisher's when
+the manifest has one, else the hash of the first verified download (or import). Every later
+load recomputes the hash and compares, so a file damaged on disk is never loaded silently.
+Files fetched through Hugging Face stay in HF's own cache; their record points there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+from .._io import atomic_write_text
+from ..registry import gpunet_home
+from .download import ChecksumError, sha256_file
+from .manifest import Variant
+
+__all__ = ["RECORD_SCHEMA", "CacheCorruptError", "cache_root", "variant_dir", "cache_file", "read_record",
+           "write_record", "check_record", "list_cached"]
+
+RECORD_SCHEMA = "gpunet-weights-record/1"
+
+
+class CacheCorruptError(ChecksumError):
+    """A cached weight file no longer matches the sha256 it was verified with."""
+
+
+def cache_root() -> str:
+    return os.path.join(gpunet_home(), "weights")
+
+
+def variant_dir(model: str, variant: str) -> str:
+    return os.path.join(cache_root(), model, variant)
+
+
+def cache_file(variant: Variant) -> str:
+    """Where a variant's weight file lives when fetched by URL or imported."""
+    return os.path.join(variant_dir(variant.model, variant.name), variant.file)
+
+
+def _record_path(variant: Variant) -> str:
+    return cache_file(variant) + ".json"
+
+
+def read_record(variant: Variant) -> Optional[Dict[str, Any]]:
+    path = _record_path(variant)
+    try:
+        with open(path, encoding="utf-8") as f:
+            rec = json.load(f)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise CacheCorruptError(f"{path}: cache record is not valid JSON ({e}); delete it and the weight "
+                                f"file beside it, then fetch again") from None
+    if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA or "sha256" not in rec:
+        raise CacheCorruptError(f"{path}: not a {RECORD_SCHEMA} record; delete it and fetch again")
+    return rec
+
+
+def write_record(variant: Variant, path: str, sha256: str, verified_by: str, source: str,
+                 **extra: Any) -> Dict[str, Any]:
+    """Record how ``path`` was verified (``manifest``, ``first-download`` or ``import``)."""
+    os.makedirs(variant_dir(variant.model, variant.name), exist_ok=True)
+    rec = {"schema": RECORD_SCHEMA, "model": variant.model, "variant": variant.name, "format": variant.format,
+           "path": os.path.abspath(path), "size": os.path.getsize(path), "sha256": sha256,
+           "verified_by": verified_by, "source": source,
+           "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+    atomic_write_text(_record_path(variant), json.dumps(rec, indent=1) + "\n")
+    return rec
+
+
+def check_record(variant: Variant, rec: Dict[str, Any]) -> str:
+    """The recorded file's path, after checking its sha256 (and the manifest's, if any)."""
+    path = rec["path"]
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{_record_path(variant)} records {path}, which no longer exists; "
+                                f"delete the record and fetch again")
+    actual = sha256_file(path)
+    expected = variant.sha256 or rec["sha256"]
+    if actual != expected:
+        why = "the manifest's sha256" if variant.sha256 else f"the sha256 recorded {rec.get('recorded_at')}"
+        raise CacheCorruptError(f"{path}: cached weights for {variant.model} ({variant.name}) do not match "
+                                f"{why}: expected {expected}, got {actual}. The file was changed or damaged "
+                                f"on disk; delete it (and {os.path.basename(_record_path(variant))}) to fetch "
+                                f"it again")
+    return path
+
+
+def list_cached() -> List[Dict[str, Any]]:
+    """Every record in the cache (including ones for models no longer in the manifest)."""
+    out = []
+    root = cache_root()
+    if not os.path.isdir(root):
+        return out
+    for model in sorted(os.listdir(root)):
+        mdir = os.path.join(root, model)
+        if not os.path.isdir(mdir):
+            continue
+        for variant in sorted(os.listdir(mdir)):
+            vdir = os.path.join(mdir, variant)
+            if not os.path.isdir(vdir):
+                continue
+            for name in sorted(os.listdir(vdir)):
+                if not name.endswith(".json") or name.startswith("."):
+                    continue
+                try:
+                    with open(os.path.join(vdir, name), encoding="utf-8") as f:
+                        rec = json.load(f)
+                except (OSError, json.JSONDecodeError):
+                    rec = {"model": model, "variant": variant, "path": os.path.join(vdir, name[:-5]),
+                           "sha256": None, "problem": f"unreadable record {name}"}
+                if isinstance(rec, dict) and rec.get("schema", RECORD_SCHEMA) == RECORD_SCHEMA:
+                    rec.setdefault("record", os.path.join(vdir, name))
+                    out.append(rec)
+    return out
