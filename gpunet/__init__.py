@@ -25,6 +25,9 @@ __version__ = "0.1.0"
 # name -> module that defines it; imported on first attribute access so `import gpunet`
 # never pulls in onnx, onnxruntime, tensorrt, ray, optuna or matplotlib.
 _LAZY = {
+    "export_onnx": ".export", "export_openvino": ".export", "build_engine": ".export",
+    "benchmark": ".latency", "BenchmarkResult": ".latency", "device_fingerprint": ".latency",
+    "save_tiers": ".latency", "plot_pareto": ".plot",
 }
 
 __all__ = [

@@ -1,0 +1,229 @@
+"""Latency benchmark: one harness for PyTorch eager, ONNX Runtime, OpenVINO and TensorRT.
+
+The ONNX-based backends share one export path (:func:`gpunet.export.onnx.export_onnx_proto`,
+in memory; OpenVINO reads it through a temp dir). Each run warms up, times ``iters``
+single inferences with ``time.perf_counter`` (host wall clock, input already in memory;
+TensorRT: GPU compute time from CUDA events), and reports order statistics, so one slow
+outlier from a busy machine moves the mean but not the median.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..export.onnx import export_onnx_proto, require, resolve_model_input
+from .fingerprint import device_fingerprint
+
+__all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_runner", "summarize"]
+
+#: backend -> precisions it can be asked for (subject to the hardware, checked at run time).
+PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "fp16"),
+              "tensorrt": ("fp32", "fp16", "bf16")}
+BACKENDS = tuple(PRECISIONS)
+
+
+@dataclass
+class BenchmarkResult:
+    """Latency statistics of one model / backend / precision / batch on this device."""
+
+    model: str
+    backend: str
+    precision: str
+    batch_size: int
+    input_shape: Tuple[int, ...]
+    iters: int
+    warmup: int
+    threads: Optional[int]
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput: float  # images per second at the median latency
+    timing: str  # what was timed
+    fingerprint: Dict[str, Any] = field(default_factory=dict)
+    date: str = ""
+    times_ms: List[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self, include_times: bool = False) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        if not include_times:
+            d.pop("times_ms")
+        return d
+
+
+def summarize(times_ms: Sequence[float]) -> Dict[str, float]:
+    a = np.asarray(times_ms, dtype=np.float64)
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()),
+            "std_ms": float(a.std(ddof=1)) if a.size > 1 else 0.0, "min_ms": float(a.min()),
+            "max_ms": float(a.max())}
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return value
+
+
+def _resolve_threads(threads: Optional[int], backend: str) -> Optional[int]:
+    if backend == "tensorrt":
+        return None
+    if threads is None:  # all cores this process may use, set explicitly so every backend gets the same
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:
+            return os.cpu_count() or 1
+    return _check_int("threads", threads, 1)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int]):
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _torch_runner(model: nn.Module, x: torch.Tensor, precision: str, threads: Optional[int]) -> Callable[[], Any]:
+    if precision == "bf16" and not torch.backends.mkldnn.is_available():
+        raise ValueError("precision 'bf16' for the torch backend needs oneDNN (mkldnn), not available here")
+
+    def run():  # thread count is set once around the whole timing loop (setting it per call is slow)
+        with torch.inference_mode(), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return model(x)
+    return run
+
+
+def _ort_runner(proto, x: np.ndarray, threads: Optional[int]) -> Callable[[], Any]:
+    ort = require("onnxruntime", "onnx", "The onnxruntime backend")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if threads is not None:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    return lambda: sess.run(None, feed)[0]
+
+
+def _openvino_runner(proto, x: np.ndarray, precision: str, threads: Optional[int]) -> Callable[[], Any]:
+    from ..export.openvino import compile_openvino
+
+    compiled = compile_openvino(proto, precision, threads)
+    request = compiled.create_infer_request()
+    out = compiled.output(0)
+    return lambda: request.infer({0: x})[out]
+
+
+def make_runner(model: nn.Module, input_shape: Sequence[int], backend: str, precision: str,
+                threads: Optional[int], workdir: str) -> Tuple[Callable[[], Any], str]:
+    """A zero-argument callable running one inference, and a description of what is timed."""
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+    if backend == "torch":
+        return _torch_runner(model, x, precision, threads), "host wall clock, PyTorch eager, inference_mode"
+    if backend == "onnxruntime":
+        proto = export_onnx_proto(model, input_shape)
+        return _ort_runner(proto, x.numpy(), threads), "host wall clock, ONNX Runtime CPU session.run"
+    if backend == "openvino":
+        from ..export.openvino import openvino_precisions
+
+        require("openvino", "openvino", "The openvino backend")
+        if precision not in openvino_precisions():  # fail before the (slow) export
+            raise ValueError(f"precision {precision!r} is not supported by OpenVINO on this CPU (supported here: "
+                             f"{', '.join(openvino_precisions())}; bf16 needs AVX512-BF16 or AMX)")
+        proto = export_onnx_proto(model, input_shape)
+        return _openvino_runner(proto, x.numpy(), precision, threads), "host wall clock, OpenVINO CPU infer request"
+    raise AssertionError(backend)
+
+
+def _tensorrt_times(model: nn.Module, input_shape: Sequence[int], precision: str, warmup: int, iters: int,
+                    workdir: str) -> List[float]:
+    from ..export.tensorrt import _import_tensorrt, build_engine, engine_latency, is_strongly_typed, \
+        parse_tensorrt_version, validate_engine_options
+
+    trt = _import_tensorrt()  # clear error before a slow export
+    major, _ = parse_tensorrt_version(trt.__version__)
+    validate_engine_options(precision, batch=input_shape[0], major=major)
+    half = precision == "fp16" and is_strongly_typed(major)
+    onnx_path, engine_path = os.path.join(workdir, "model.onnx"), os.path.join(workdir, "model.engine")
+    with open(onnx_path, "wb") as f:
+        f.write(export_onnx_proto(model, input_shape, half=half).SerializeToString())
+    build_engine(onnx_path, engine_path, precision=precision, batch=input_shape[0])
+    return engine_latency(engine_path, batch=input_shape[0], warmup=warmup, iters=iters)["times_ms"]
+
+
+def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime", batch_size: int = 1,
+              resolution: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
+              precision: str = "fp32", warmup: int = 10, iters: int = 50, threads: Optional[int] = None,
+              progress: bool = False) -> BenchmarkResult:
+    """Measure inference latency of a hub model, GPUNet, or any ``nn.Module``.
+
+    Args:
+        model_or_name: hub name, a GPUNet, or any module (then ``input_shape`` is required).
+        backend: ``onnxruntime``, ``openvino``, ``torch`` (eager, CPU) or ``tensorrt`` (GPU).
+        batch_size: images per inference.
+        resolution: square input side (default: the model's native resolution).
+        input_shape: ``(C, H, W)`` or ``(N, C, H, W)`` instead of ``resolution``.
+        precision: see :data:`PRECISIONS`; unsupported-on-this-hardware raises ``ValueError``.
+        warmup / iters: untimed and timed inferences.
+        threads: CPU threads for the backend (default: every core this process may use).
+        progress: a tqdm bar on stderr.
+    """
+    if backend not in PRECISIONS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS[backend]:
+        raise ValueError(f"unsupported precision {precision!r} for backend {backend!r}; expected one of "
+                         f"{', '.join(PRECISIONS[backend])}")
+    _check_int("warmup", warmup, 0)
+    _check_int("iters", iters, 1)
+    threads = _resolve_threads(threads, backend)
+    model, shape, name = resolve_model_input(model_or_name, batch_size, resolution, input_shape)
+    date = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    workdir = tempfile.mkdtemp(prefix="gpunet-bench-")
+    try:
+        if backend == "tensorrt":
+            times = _tensorrt_times(model, shape, precision, warmup, iters, workdir)
+            timing = "GPU compute time (CUDA events around a CUDA-graph replay), TensorRT"
+        else:
+            run, timing = make_runner(model, shape, backend, precision, threads, workdir)
+            steps = range(iters)
+            if progress:
+                from tqdm.auto import tqdm
+
+                steps = tqdm(steps, desc=f"{name} {backend} {precision}", leave=False, unit="it")
+            times = []
+            with _torch_threads(threads if backend == "torch" else None):
+                for _ in range(warmup):
+                    run()
+                for _ in steps:
+                    t0 = time.perf_counter()
+                    run()
+                    times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    stats = summarize(times)
+    return BenchmarkResult(
+        model=name, backend=backend, precision=precision, batch_size=shape[0], input_shape=tuple(shape),
+        iters=iters, warmup=warmup, threads=threads, throughput=shape[0] * 1e3 / stats["median_ms"],
+        timing=timing, fingerprint=device_fingerprint(backend), date=date, times_ms=[float(t) for t in times],
+        **stats)
