@@ -34,7 +34,8 @@ gpunet_d2 = _entry("gpunet-d2")
 
 
 def nvidia_gpunet(pretrained=True, model_type="GPUNet-0", model_math="fp32", **kwargs):
-    """NVIDIA's signature: ``model_type`` one of GPUNet-0/1/2/P0/P1/D1/D2, ``model_math`` fp32 or fp16."""
+    """NVIDIA's signature: ``model_type`` one of GPUNet-0, GPUNet-1, GPUNet-2, GPUNet-P0, GPUNet-P1,
+    GPUNet-D1, GPUNet-D2; ``model_math`` ``"fp32"`` or ``"fp16"`` (weights cast to half)."""
     if model_type not in _NVIDIA_MODEL_NAMES:
         raise ValueError(f"model_type {model_type!r} is not one of NVIDIA's GPUNets: "
                          f"{', '.join(_NVIDIA_MODEL_NAMES)}")

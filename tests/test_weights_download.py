@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def g0():
     """GPUNet-0 in NVIDIA's published format: (reference model, .pth.tar bytes, NGC zip bytes)."""
-    model, pth = nvidia_checkpoint_bytes("gpunet-0")
+    model, pth = nvidia_checkpoint_bytes("gpunet-0", ema_differs=False)  # EMA choice: test_weights_convert
     return model, pth, ngc_zip_bytes("gpunet-0", pth, compress=False)
 
 

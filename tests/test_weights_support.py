@@ -138,7 +138,7 @@ def ngc_zip_bytes(name: str, pth_tar: bytes, compress: bool = True) -> bytes:
     """NGC's download: a zip holding ``<config stem>.pth.tar``."""
     stem = get_registry().model_info(name)["nvidia_config"][:-len(".json")]
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as zf:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED, compresslevel=1) as zf:
         zf.writestr(f"{stem}.pth.tar", pth_tar)
     return buf.getvalue()
 
