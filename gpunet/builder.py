@@ -15,7 +15,7 @@ from .spec import LayerSpec, NetworkSpec
 __all__ = ["build_model", "build_stem", "build_stages", "build_block", "drop_path_rates", "Stem"]
 
 
-class Stem(nn.Module):
+class Stem(nn.Sequential):
     """One (``head``) or three (``head_large``) 3x3 Conv-BN-Act; the first has stride 2."""
 
     def __init__(self, layer: LayerSpec, family: str, in_channels: Optional[int] = None):
@@ -31,10 +31,6 @@ class Stem(nn.Module):
             cin = layer.out_channels
         self.out_channels = layer.out_channels
 
-    def forward(self, x):
-        for m in self.children():
-            x = m(x)
-        return x
 
 
 def drop_path_rates(spec: NetworkSpec, drop_path_rate: float) -> List[float]:

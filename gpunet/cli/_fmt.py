@@ -6,8 +6,8 @@ import sys
 from typing import Any, Iterable, List, Optional, Sequence, TextIO
 
 
-def print_json(obj: Any, stream: TextIO = sys.stdout) -> None:
-    stream.write(json.dumps(obj, indent=2, default=str) + "\n")
+def print_json(obj: Any, stream: Optional[TextIO] = None) -> None:
+    (stream or sys.stdout).write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str],

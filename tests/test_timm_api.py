@@ -1,0 +1,139 @@
+"""The models behave as timm's model conventions expect (after `import gpunet`)."""
+import warnings
+
+import pytest
+import timm
+import torch
+
+import gpunet  # noqa: F401  (registers the models)
+
+TIMM_NAMES = ["gpunet_0", "gpunet_1", "gpunet_2", "gpunet_p0", "gpunet_p1", "gpunet_d1", "gpunet_d2"]
+SMALL = 64  # the networks are fully convolutional; shapes scale with the input
+
+
+def test_registered_with_timm():
+    assert sorted(timm.list_models("gpunet*")) == sorted(TIMM_NAMES)
+    cfg = timm.create_model("gpunet_p0").pretrained_cfg
+    assert cfg["interpolation"] == "bicubic" and cfg["crop_pct"] == 0.875
+    assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
+    assert cfg["input_size"] == (3, 224, 224) and cfg["license"] == "apache-2.0"
+    assert "2205.00841" in cfg["paper_ids"]
+    assert timm.create_model("gpunet_d2").pretrained_cfg["crop_pct"] == 1.0
+
+
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_default_cfg_conventions(name):
+    """timm's test_model_default_cfgs: pool_size, num_features, classifier/first_conv names."""
+    model = timm.create_model(name).eval()
+    cfg = model.pretrained_cfg
+    sd = model.state_dict()
+    assert cfg["classifier"] + ".weight" in sd and cfg["first_conv"] + ".weight" in sd
+    res = cfg["input_size"][-1]
+    x = torch.randn(1, 3, res, res)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape[1] == model.num_features
+        assert tuple(feats.shape[2:]) == tuple(cfg["pool_size"])
+        logits = model.forward_head(feats)
+        assert logits.shape == (1, 1000)
+        assert model.forward_head(feats, pre_logits=True).shape == (1, model.head_hidden_size)
+        model.reset_classifier(0)
+        assert model(x).shape == (1, model.head_hidden_size)
+        model.reset_classifier(0, "")
+        out = model(x)
+        assert out.ndim == 4 and tuple(out.shape[2:]) == tuple(cfg["pool_size"])
+
+
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_forward_backward_and_head_api(name):
+    model = timm.create_model(name, num_classes=7, drop_rate=0.1, drop_path_rate=0.1)
+    assert model.num_classes == 7 and model.get_classifier().out_features == 7
+    x = torch.randn(2, 3, SMALL, SMALL)
+    out = model(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.reset_classifier(3, global_pool="max")
+    assert model(x).shape == (2, 3)
+
+
+def test_in_chans_and_channels_last():
+    model = timm.create_model("gpunet_1", in_chans=1, num_classes=5).eval()
+    assert model.stem[0].conv.in_channels == 1
+    x = torch.randn(1, 1, SMALL, SMALL)
+    with torch.no_grad():
+        ref = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        out = model(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gpunet_0", "gpunet_p0", "gpunet_d1"])
+def test_features_only(name):
+    model = timm.create_model(name, features_only=True).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        outs = model(x)
+    info = model.feature_info
+    assert [o.shape[1] for o in outs] == info.channels()
+    reductions = info.reduction()
+    assert reductions == sorted(reductions) and len(set(reductions)) == len(reductions)
+    for o, r in zip(outs, reductions):
+        assert abs(o.shape[-1] - 128 / r) <= 1  # NVIDIA's unpadded stride-2 convs lose a pixel
+    sub = timm.create_model(name, features_only=True, out_indices=(1, 3)).eval()
+    with torch.no_grad():
+        sub_outs = sub(x)
+    assert [o.shape for o in sub_outs] == [outs[1].shape, outs[3].shape]
+
+
+def test_features_only_through_get_model():
+    model = gpunet.get_model("gpunet-2", features_only=True, out_indices=(2, 3, 4))
+    assert model.feature_info.reduction() == [8, 16, 32]
+    with pytest.raises(ValueError, match="out_indices"):
+        gpunet.get_model("gpunet-2", features_only=True, out_indices=(9,))
+
+
+def test_forward_intermediates_and_pruning():
+    model = timm.create_model("gpunet_0").eval()
+    x = torch.randn(1, 3, SMALL, SMALL)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        assert [t.shape[1] for t in inter] == [f["num_chs"] for f in model.feature_info]
+        only = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert [t.shape for t in only] == [t.shape for t in inter[-2:]]
+        kept = model.prune_intermediate_layers(indices=(0, 1))
+        assert kept == [0, 1]
+        pruned = model.forward_intermediates(x, indices=(0, 1), intermediates_only=True)
+        assert [t.shape for t in pruned] == [t.shape for t in inter[:2]]
+
+
+def test_grad_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    model = timm.create_model("gpunet_0", num_classes=4, drop_rate=0.0).train()
+    x = torch.randn(2, 3, SMALL, SMALL)
+    model(x).sum().backward()
+    ref = model.stem[0].conv.weight.grad.clone()
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    torch.testing.assert_close(model.stem[0].conv.weight.grad, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gpunet_0", "gpunet_d2"])
+def test_torchscript(name):
+    model = timm.create_model(name).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(model)
+    x = torch.randn(1, 3, SMALL, SMALL)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+
+
+def test_group_matcher_covers_every_parameter():
+    from timm.models import group_parameters
+
+    model = timm.create_model("gpunet_1")
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    assert sum(len(v) for v in groups.values()) == len(list(model.named_parameters()))
