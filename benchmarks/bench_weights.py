@@ -1,0 +1,101 @@
+"""Load time of GPUNet-2 weights: our safetensors vs NVIDIA's ``.pth.tar`` (generated locally).
+
+NVIDIA's file is a timm training checkpoint (``state_dict`` + ``state_dict_ema`` + ``args``, their
+key names), as published; the safetensors file is what ``gpunet weights convert`` makes from it.
+Both are timed into the same, already built model, interleaved, files in the OS page cache:
+
+* ``read``: file -> state_dict in our key names (no model involved): the format's own cost
+* ``load_checkpoint``: read + (rename) + strict ``load_state_dict``
+* ``load_pretrained``: the same through the cache, including the sha256 check done on every load
+
+    python benchmarks/bench_weights.py [--repeats 7] [--model gpunet-2]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def nvidia_pth_tar(model, path: str) -> None:
+    from gpunet.nvidia import state_dict_to_nvidia
+
+    ema = state_dict_to_nvidia(model.state_dict(), model.spec)
+    raw = {k: v.clone() for k, v in ema.items()}
+    import torch
+
+    torch.save({"epoch": 449, "state_dict": raw, "state_dict_ema": ema, "version": 2,
+                "args": argparse.Namespace(model="GPUNet-2", lr=0.08)}, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="gpunet-2")
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+
+    import torch
+
+    import gpunet
+    from gpunet.checkpoint import load_checkpoint
+    from gpunet.cli._fmt import format_table
+    from gpunet.weights import convert_to_safetensors, import_weights, load_pretrained
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["GPUNET_HOME"] = os.path.join(tmp, "home")
+        os.environ["GPUNET_OFFLINE"] = "1"
+        os.environ.pop("GPUNET_WEIGHTS_MANIFEST", None)
+        model = gpunet.get_model(args.model)
+        stem = gpunet.registry.get_registry().model_info(args.model)["nvidia_config"][:-len(".json")]
+        pth = os.path.join(tmp, f"{stem}.pth.tar")
+        st = os.path.join(tmp, f"{args.model}.safetensors")
+        nvidia_pth_tar(model, pth)
+        convert_to_safetensors(args.model, pth, st)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import_weights(args.model, pth)
+            import_weights(args.model, st)
+        from safetensors.torch import load_file
+
+        from gpunet.checkpoint import extract_state_dict, read_checkpoint, to_gpunet_state_dict
+
+        cases = {
+            ("read", "safetensors"): lambda: load_file(st),
+            ("read", "nvidia .pth.tar"): lambda: to_gpunet_state_dict(extract_state_dict(read_checkpoint(pth)),
+                                                                       model.spec),
+            ("load_checkpoint", "safetensors"): lambda: load_checkpoint(model, st),
+            ("load_checkpoint", "nvidia .pth.tar"): lambda: load_checkpoint(model, pth),
+            ("load_pretrained", "safetensors"): lambda: load_pretrained(model, args.model, weights="safetensors"),
+            ("load_pretrained", "nvidia .pth.tar"): lambda: load_pretrained(model, args.model, weights="nvidia-ngc"),
+        }
+        for fn in cases.values():  # warm-up: page cache, lazy imports
+            fn()
+        times = {k: [] for k in cases}
+        for _ in range(args.repeats):
+            for k, fn in cases.items():  # interleaved so drift hits every case alike
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        sizes = {"safetensors": os.path.getsize(st), "nvidia .pth.tar": os.path.getsize(pth)}
+    rows = []
+    for path_kind in ("read", "load_checkpoint", "load_pretrained"):
+        base = statistics.median(times[(path_kind, "safetensors")])
+        for fmt in ("safetensors", "nvidia .pth.tar"):
+            t = times[(path_kind, fmt)]
+            rows.append((path_kind, fmt, f"{sizes[fmt] / 2**20:.1f}", f"{statistics.median(t) * 1e3:.1f}",
+                         f"{min(t) * 1e3:.1f}", f"{statistics.median(t) / base:.2f}x"))
+    print(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
+          f"{args.repeats} interleaved repeats, torch {torch.__version__}, {os.cpu_count()} CPUs, warm page cache")
+    print(format_table(rows, ["path", "format", "MiB", "median ms", "min ms", "vs safetensors"], align="llrrrr"))
+
+
+if __name__ == "__main__":
+    main()
