@@ -28,6 +28,7 @@ _LAZY = {
     "export_onnx": ".export", "export_openvino": ".export", "build_engine": ".export",
     "benchmark": ".latency", "BenchmarkResult": ".latency", "device_fingerprint": ".latency",
     "save_tiers": ".latency", "plot_pareto": ".plot",
+    "load_pretrained": ".weights", "fetch_weights": ".weights", "convert_to_safetensors": ".weights",
 }
 
 __all__ = [
