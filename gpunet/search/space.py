@@ -326,7 +326,8 @@ class SearchSpace:
 
     def canonicalize(self, vectors, check: bool = True) -> np.ndarray:
         """Set the dead genes of empty stages to their first choice, so each network has one vector."""
-        arr = self.check(vectors) if check else np.asarray(vectors, dtype=np.int64)
+        single = np.ndim(vectors) == 1
+        arr = self.check(vectors) if check else np.atleast_2d(np.asarray(vectors, dtype=np.int64))
         arr = arr.copy() if check else arr
         for s, st in enumerate(self.stages):
             li = self.gene_index(s, "layers")
@@ -338,7 +339,7 @@ class SearchSpace:
                     gi = self.gene_index(s, name)
                     if gi != li:
                         arr[empty, gi] = self._genes[gi].choices[0]
-        return arr
+        return arr[0] if single else arr
 
     # -- per-network structure (vectorised) -------------------------------------------------
     def stage_config(self, vectors, stage: int) -> Dict[str, np.ndarray]:
@@ -463,7 +464,7 @@ class SearchSpace:
                 prev_filters = cfg["filters"]
         if vec[0] not in self.resolutions:
             raise bad(f"resolution {spec.resolution} is not among {self.resolutions}")
-        return self.canonicalize(vec[None])[0]
+        return self.canonicalize(vec)
 
     # -- geometry (vectorised) ----------------------------------------------------------------
     def stage_input_sizes(self, vectors) -> List[np.ndarray]:

@@ -1,0 +1,78 @@
+"""How many networks per minute can be Sobol-sampled and priced from a latency table?
+
+The paper samples "millions within a minute". This script times, for the Table 1 space:
+Sobol sampling of N networks (41 integers each) and the vectorised table estimate (sum of
+block latencies + calibration). The table is prepared first, untimed: a real SQLite
+lookup table holding every block those networks use (latencies from the roofline cost
+model, since measuring ~10^5 blocks takes days on a CPU; lookup cost does not depend on the
+values). Prints a table and, last, ``networks_per_minute: <N>``.
+
+    python benchmarks/bench_sampling.py [--n 1000000] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import torch
+
+    from gpunet.cli._fmt import format_table
+    from gpunet.search import SearchSpace
+    from gpunet.search.costmodel import RooflineModel
+    from gpunet.search.estimate import Calibration, LatencyEstimator, block_slots, unpack_codes, _unpack_fields
+    from gpunet.search.lut import LatencyTable
+
+    space = SearchSpace()
+    with tempfile.TemporaryDirectory() as tmp:
+        # -- untimed: a table holding every block the N networks use ---------------------------
+        t0 = time.perf_counter()
+        vectors = space.sample(args.n, seed=args.seed)
+        codes = np.unique(np.concatenate([s.codes[s.counts > 0] for s in block_slots(space, vectors)]))
+        f = _unpack_fields(codes)
+        ms = RooflineModel().predict({"kind": f["kind"], "cin": f["cin"], "cout": f["cout"], "k": f["k"],
+                                      "stride": f["stride"], "e": f["e100"] / 100.0, "se": f["se"], "h": f["h"]})
+        path = os.path.join(tmp, "bench.db")
+        fp = {"id": "benchmark", "backend": "onnxruntime", "cpu": "synthetic"}
+        with LatencyTable(path, backend="onnxruntime", fingerprint=fp, create=True) as table:
+            table.put_many(zip(unpack_codes(codes), ({"median_ms": float(m)} for m in ms)), source="synthetic")
+            table.set_meta("calibration", Calibration(0.8, 0.01, 0.05).to_dict())
+        del vectors
+        prep = time.perf_counter() - t0
+
+        # -- timed: sample + estimate ------------------------------------------------------------
+        t0 = time.perf_counter()
+        estimator = LatencyEstimator(path, space, fill="error")
+        t_load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        vectors = space.sample(args.n, seed=args.seed)
+        t_sample = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = estimator.estimate(vectors)
+        t_est = time.perf_counter() - t0
+    assert np.isfinite(result.latency_ms).all() and result.calibrated
+    total = t_load + t_sample + t_est
+    rows = [["table blocks", len(codes)], ["networks", args.n], ["cpu threads (torch / usable)",
+            f"{torch.get_num_threads()} / {len(os.sched_getaffinity(0))}"],
+            ["prepare table (untimed, s)", f"{prep:.2f}"], ["load table (s)", f"{t_load:.3f}"],
+            ["Sobol sample (s)", f"{t_sample:.3f}"], ["estimate (s)", f"{t_est:.3f}"], ["total (s)", f"{total:.3f}"],
+            ["median estimated latency (ms)", f"{np.median(result.latency_ms):.3f}"]]
+    print(format_table(rows, ["step", "value"], align="ll"))
+    print(f"networks_per_minute: {int(args.n / total * 60)}")
+
+
+if __name__ == "__main__":
+    main()

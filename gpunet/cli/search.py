@@ -1,0 +1,239 @@
+"""``gpunet sample`` (Sobol pools tiered by latency) and ``gpunet lut build|validate|export|info``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from ._fmt import format_table, print_json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sample", help="sample networks from the search space, estimate and tier their latency",
+                              description="Sobol-sample N networks (41-integer vectors), estimate their latency "
+                                          "from a lookup table and label them by latency group.")
+    p.add_argument("--n", type=int, required=True, help="number of networks")
+    p.add_argument("--out", required=True, help="output pool (.npz)")
+    p.add_argument("--lut", help="latency table (SQLite); without it the pool has no latencies")
+    p.add_argument("--space", default="paper", help="'paper' (Table 1), 'small', or a space JSON file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--edges", help="latency group edges in ms, comma separated (default: --groups quantiles)")
+    p.add_argument("--groups", type=int, default=5, help="equal-count groups when --edges is not given")
+    p.add_argument("--fill", choices=("nan", "costmodel", "error"), default="nan",
+                   help="blocks missing from the table: NaN latency, analytic estimate (flagged), or error")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--no-calibration", action="store_true", help="use the raw table sum")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_sample)
+
+    lut = subparsers.add_parser("lut", help="per-block latency lookup table: build, validate, export, info")
+    sub = lut.add_subparsers(dest="lut_command", metavar="ACTION")
+    lut.set_defaults(handler=lambda args: (lut.print_help(), 2)[1])
+
+    b = sub.add_parser("build", help="measure the blocks a set of networks needs (only the missing ones)")
+    _common(b)
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--n", type=int, help="sample this many networks from --space (default 20)")
+    src.add_argument("--pool", help="a pool .npz from `gpunet sample` (its vectors)")
+    src.add_argument("--model", action="append", help="a hub model or spec file (repeatable)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--limit", type=int, help="measure at most this many missing blocks (resume later)")
+    b.add_argument("--dry-run", action="store_true", help="only count missing blocks")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(handler=_build)
+
+    v = sub.add_parser("validate", help="measure N random networks end to end and compare with the table")
+    _common(v)
+    v.add_argument("--n", type=int, default=50)
+    v.add_argument("--seed", type=int, default=1)
+    v.add_argument("--plot", help="scatter plot PNG path")
+    v.add_argument("--no-build", action="store_true", help="do not measure missing blocks first")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(handler=_validate, space_default="small")
+
+    e = sub.add_parser("export", help="write the table as CSV or JSON")
+    e.add_argument("--lut", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--format", choices=("csv", "json"), help="default: from the --out suffix")
+    e.set_defaults(handler=_export)
+
+    i = sub.add_parser("info", help="device, backend, block counts and calibration of a table")
+    i.add_argument("--lut", required=True)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(handler=_info)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lut", required=True, help="latency table file (SQLite; created if missing)")
+    p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch, openvino or tensorrt")
+    p.add_argument("--space", default=None, help="'paper' (Table 1), 'small' (default for validate) or a JSON file")
+    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, help="CPU threads (fixed per table; default: all usable cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _space(args):
+    from gpunet.search import SearchSpace
+
+    return SearchSpace.load(args.space or getattr(args, "space_default", None) or "paper")
+
+
+def _load_pool_vectors(path: str):
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data["vectors"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a pool written by `gpunet sample` ({e})") from None
+
+
+def _build(args) -> int:
+    from gpunet.search.lut import LatencyTable, build_lut, network_blocks, spec_blocks
+
+    if args.model:
+        from gpunet.spec import load_spec
+
+        keys = [k for m in args.model for k in spec_blocks(load_spec(m))]
+    else:
+        space = _space(args)
+        vectors = _load_pool_vectors(args.pool) if args.pool else space.sample(args.n or 20, seed=args.seed)
+        keys = network_blocks(space, vectors)
+    import os
+
+    unique = list({k.key: k for k in keys}.values())
+    if os.path.exists(args.lut):
+        with LatencyTable(args.lut) as t:
+            missing = t.missing(unique)
+    else:
+        missing = unique
+    if args.dry_run:
+        out = {"lut": args.lut, "blocks": len(unique), "missing": len(missing)}
+        print_json(out) if args.json else print(f"{len(unique)} distinct blocks, {len(missing)} not in {args.lut}")
+        return 0
+    todo = missing[:args.limit] if args.limit else missing
+    counts = build_lut(args.lut, todo, args.backend, iters=args.iters, warmup=args.warmup, threads=args.threads,
+                       progress=False if args.quiet else None)
+    counts.update(lut=args.lut, blocks=len(unique), still_missing=len(missing) - counts["measured"]
+                  - counts["by_others"])
+    if args.json:
+        print_json(counts)
+    else:
+        print(f"{args.lut}: measured {counts['measured']} blocks ({counts['by_others']} by other workers, "
+              f"{len(unique) - len(missing)} already present); {counts['still_missing']} still missing")
+    return 0
+
+
+def _validate(args) -> int:
+    from gpunet.search.validate import validate_lut
+
+    report = validate_lut(args.lut, backend=args.backend, n=args.n, space=_space(args), seed=args.seed,
+                          iters=args.iters, warmup=args.warmup, threads=args.threads,
+                          build_missing=not args.no_build, plot=args.plot, progress=False if args.quiet else None)
+    if args.json:
+        print_json(report.to_dict())
+        return 0
+    rows = [["networks", report.n], ["space", report.space], ["backend / device", f"{report.backend} / {report.device_id}"],
+            ["Spearman (table sum)", f"{report.spearman_table_sum:.3f}"],
+            ["Spearman (calibrated, LOO)", f"{report.spearman_calibrated:.3f}"],
+            ["mean error, table sum", f"{report.mean_error_table_sum:+.1%}"],
+            ["mean |error|, calibrated (LOO)", f"{report.mean_abs_error_calibrated:.1%}"],
+            ["within ±10%, calibrated (LOO)", f"{report.within_10pct_calibrated:.0%}"],
+            ["within ±10%, calibrated (in sample)", f"{report.within_10pct_in_sample:.0%}"],
+            ["calibration", ", ".join(f"{k}={v:.4g}" for k, v in report.calibration.items())],
+            ["blocks measured now", report.blocks_measured], ["seconds", f"{report.seconds:.0f}"]]
+    if report.plot:
+        rows.append(["plot", report.plot])
+    print(format_table(rows, ["metric", "value"], align="ll"))
+    return 0
+
+
+def _export(args) -> int:
+    from gpunet.search.lut import LatencyTable
+
+    with LatencyTable(args.lut) as t:
+        n = t.export(args.out, args.format)
+    print(f"wrote {n} blocks to {args.out}")
+    return 0
+
+
+def _info(args) -> int:
+    from gpunet.search.lut import LatencyTable
+
+    with LatencyTable(args.lut) as t:
+        kinds = {}
+        for r in t.rows():
+            kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+        fp = t.fingerprint
+        info = {"lut": args.lut, "backend": t.backend, "device_id": t.device_id, "cpu": fp.get("cpu"),
+                "gpu": fp.get("gpu"), "threads": t.get_meta("threads"), "blocks": len(t), "by_kind": kinds,
+                "calibration": t.get_meta("calibration")}
+    if args.json:
+        print_json(info)
+    else:
+        print(format_table([[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in info.items()],
+                           ["field", "value"]))
+    return 0
+
+
+def _sample(args) -> int:
+    import numpy as np
+
+    from gpunet._io import atomic_path
+    from gpunet.search import stratum_labels
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    space = _space(args)
+    vectors = space.sample(args.n, seed=args.seed)
+    n = len(vectors)
+    latency = np.full(n, np.nan)
+    extra = {}
+    if args.lut:
+        from gpunet.search.estimate import LatencyEstimator
+
+        est = LatencyEstimator(args.lut, space, batch=args.batch, precision=args.precision, fill=args.fill,
+                               calibration=not args.no_calibration)
+        res = est.estimate(vectors, check=False)
+        latency = res.latency_ms
+        extra = dict(table_sum_ms=res.table_sum_ms, n_blocks=res.n_blocks, estimated=res.estimated,
+                     missing=res.missing, calibrated=np.array(res.calibrated), lut_device_id=np.array(est.device_id),
+                     lut_backend=np.array(est.backend))
+    finite = latency[np.isfinite(latency)]
+    if args.edges:
+        try:
+            edges = np.array([float(x) for x in args.edges.split(",")])
+        except ValueError:
+            raise ValueError(f"--edges: expected comma-separated numbers in ms, got {args.edges!r}") from None
+    elif finite.size >= 2:
+        edges = np.unique(np.quantile(finite, np.linspace(0, 1, args.groups + 1)))
+        edges[-1] = np.nextafter(edges[-1], np.inf)
+    else:
+        edges = np.array([0.0, np.inf])
+    labels = stratum_labels(latency, edges) if np.isfinite(edges).all() else np.full(n, -1)
+    with atomic_path(args.out, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, vectors=vectors, latency_ms=latency, labels=labels, edges_ms=edges,
+                                seed=np.array(args.seed), space_json=np.array(space.to_json()), **extra)
+    summary = {"out": args.out, "n": n, "space": space.name, "seed": args.seed,
+               "with_latency": int(np.isfinite(latency).sum()),
+               "groups": [{"lo_ms": float(edges[i]), "hi_ms": float(edges[i + 1]), "count": int((labels == i).sum())}
+                          for i in range(len(edges) - 1)] if np.isfinite(edges).all() else []}
+    if args.lut:
+        summary["estimated_by_costmodel"] = int(extra["estimated"].sum())
+        summary["missing_blocks"] = int(extra["missing"].sum())
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"wrote {n} networks ({space.name}, seed {args.seed}) to {args.out}")
+    if summary["groups"]:
+        print(format_table([[i, f"{g['lo_ms']:.3g}", f"{g['hi_ms']:.3g}", g["count"]]
+                            for i, g in enumerate(summary["groups"])], ["group", "from ms", "to ms", "networks"]))
+    if args.lut and (summary["missing_blocks"] or summary["estimated_by_costmodel"]):
+        print(f"{summary['missing_blocks']} networks lack table entries (latency NaN), "
+              f"{summary['estimated_by_costmodel']} use cost-model estimates; `gpunet lut build --pool {args.out}` "
+              f"measures what they need", file=sys.stderr)
+    return 0

@@ -1,0 +1,305 @@
+"""Network latency from the lookup table, vectorised over millions of encoded networks.
+
+A network's latency is the sum of its blocks' latencies (the paper's section 3.2), optionally
+passed through a per-device :class:`Calibration` fitted against end-to-end measurements
+(``gpunet lut validate``). Layers in a stage share their configuration, so a stage is its
+first block plus ``layers - 1`` copies of one repeated block: each network is 2 blocks per
+stage plus stem and tail, whatever its depth. Every block is packed into one int64 code and
+looked up in the table's sorted codes with ``searchsorted``; no Python loop over networks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .costmodel import RooflineModel
+from .lut import BlockKey, LatencyTable, LUTError
+from .space import ACT_CODES, SearchSpace
+
+__all__ = ["BlockSlot", "block_slots", "pack_codes", "unpack_codes", "Calibration", "LatencyEstimator",
+           "EstimateResult", "estimate_latency", "estimate_spec"]
+
+_KINDS = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
+# field -> (shift, bits): 61 bits in all
+_LAYOUT = {"kind": (0, 3), "act": (3, 2), "se": (5, 1), "stride": (6, 2), "k": (8, 4), "e100": (12, 12),
+           "cin": (24, 13), "cout": (37, 13), "h": (50, 11)}
+_CHUNK = 1 << 18
+
+
+def pack_codes(kind, cin, cout, k, stride, e, se, act, h, check: bool = True) -> np.ndarray:
+    """One int64 per block from field arrays (``kind``/``act`` as indices, ``e`` as a float).
+
+    ``check=False`` skips the range checks (callers that bounded the fields already, e.g.
+    :func:`block_slots` via :func:`check_space_fits`).
+    """
+    e100 = np.rint(np.asarray(e, dtype=np.float64) * 100).astype(np.int64) if np.ndim(e) or not \
+        isinstance(e, (int, np.integer)) else int(e) * 100
+    fields = {"kind": kind, "act": act, "se": se, "stride": stride, "k": k, "e100": e100, "cin": cin,
+              "cout": cout, "h": h}
+    code = np.zeros(np.broadcast(*fields.values()).shape, dtype=np.int64)
+    for name, value in fields.items():
+        shift, bits = _LAYOUT[name]
+        v = np.asarray(value, dtype=np.int64)
+        if check and v.size and (v.min() < 0 or v.max() >= (1 << bits)):
+            raise ValueError(f"block field {name!r} out of range for the code layout (0..{(1 << bits) - 1})")
+        if v.ndim == 0:
+            code |= int(v) << shift
+        else:
+            code |= np.left_shift(v, shift)
+    return code
+
+
+def check_space_fits(space: SearchSpace) -> None:
+    """Raise if a space's choices exceed the block-code layout (channels < 8192, sizes < 2048, ...)."""
+    widths = [c for g in space.genes if g.field == "filters" for c in g.choices] + [space.tail_channels]
+    widths += [int(st.fixed["filters"]) for st in space.stages if "filters" in st.fixed]
+    limits = [("channels", max(widths), _LAYOUT["cin"][1]), ("resolution", max(space.resolutions), _LAYOUT["h"][1]),
+              ("kernel", max([c for g in space.genes if g.field == "kernel" for c in g.choices] or [3]),
+               _LAYOUT["k"][1]),
+              ("expansion x100", 100 * max([c for g in space.genes if g.field == "expansion" for c in g.choices]
+                                           or [1]), _LAYOUT["e100"][1])]
+    for what, value, bits in limits:
+        if value >= (1 << bits):
+            raise ValueError(f"search space {space.name!r}: {what} {value} exceeds the lookup code layout "
+                             f"(< {1 << bits})")
+
+
+def _unpack_fields(codes: np.ndarray) -> Dict[str, np.ndarray]:
+    codes = np.asarray(codes, dtype=np.int64)
+    return {name: (codes >> shift) & ((1 << bits) - 1) for name, (shift, bits) in _LAYOUT.items()}
+
+
+def unpack_codes(codes, family: str = "standard", batch: int = 1, precision: str = "fp32",
+                 num_classes: int = 1000) -> List[BlockKey]:
+    f = _unpack_fields(codes)
+    out = []
+    for i in range(len(codes)):
+        kind = _KINDS[int(f["kind"][i])]
+        out.append(BlockKey(kind, family, int(f["cin"][i]), int(f["cout"][i]), int(f["k"][i]), int(f["stride"][i]),
+                            int(f["e100"][i]) / 100.0, bool(f["se"][i]), ACT_CODES[int(f["act"][i])],
+                            int(f["h"][i]), int(f["h"][i]), batch, precision, num_classes if kind == "tail" else 0))
+    return out
+
+
+@dataclass
+class BlockSlot:
+    """One block position shared by all networks: its code per network and how often it occurs."""
+
+    name: str
+    codes: np.ndarray
+    counts: np.ndarray
+
+
+def block_slots(space: SearchSpace, vectors: np.ndarray) -> List[BlockSlot]:
+    """Stem, (first, repeated) per stage, tail: codes and counts for every network."""
+    check_space_fits(space)
+    arr = np.atleast_2d(np.asarray(vectors, dtype=np.int64))
+    n = len(arr)
+    sizes = space.stage_input_sizes(arr)
+    ones = np.ones(n, dtype=np.int64)
+    slots: List[BlockSlot] = []
+    cur_c = np.full(n, 3, dtype=np.int64)
+    relu = ACT_CODES.index("relu")
+    for s, st in enumerate(space.stages):
+        cfg = space.stage_config(arr, s)
+        f = cfg["filters"]
+        if st.kind == "head":
+            slots.append(BlockSlot("stem", pack_codes(_KINDS.index("head"), cur_c, f, 3, 2, 1.0, 0, cfg["act"],
+                                                      sizes[s], check=False), ones))
+            cur_c = f
+            continue
+        kind = _KINDS.index(st.kind)
+        has_e = st.kind in ("fused_irb", "irb")
+        e = cfg["expansion"] if has_e else 1.0
+        se = cfg["se"] if has_e else 0
+        layers = cfg["layers"]
+        first = pack_codes(kind, cur_c, f, cfg["kernel"], st.stride, e, se, cfg["act"], sizes[s], check=False)
+        rest = pack_codes(kind, f, f, cfg["kernel"], 1, e, se, cfg["act"], sizes[s + 1], check=False)
+        slots.append(BlockSlot(f"stage{s}.first", first, (layers > 0).astype(np.int64)))
+        slots.append(BlockSlot(f"stage{s}.rest", rest, np.maximum(layers - 1, 0)))
+        cur_c = np.where(layers > 0, f, cur_c)
+    slots.append(BlockSlot("tail", pack_codes(_KINDS.index("tail"), cur_c, space.tail_channels, 1, 1, 1.0, 0, relu,
+                                              sizes[-1], check=False), ones))
+    return slots
+
+
+@dataclass
+class Calibration:
+    """``end_to_end ~= scale * table_sum + per_block_ms * n_blocks + offset_ms`` for one device.
+
+    The per-block term absorbs what every standalone block measurement pays and a whole network
+    does not (runtime call overhead, fusion across block boundaries).
+    """
+
+    scale: float = 1.0
+    per_block_ms: float = 0.0
+    offset_ms: float = 0.0
+    n: int = 0
+
+    def apply(self, table_sum_ms, n_blocks) -> np.ndarray:
+        return self.scale * np.asarray(table_sum_ms) + self.per_block_ms * np.asarray(n_blocks) + self.offset_ms
+
+    @classmethod
+    def fit(cls, table_sum_ms, n_blocks, measured_ms) -> "Calibration":
+        """Least squares on relative error (so small and large networks weigh alike)."""
+        x = np.asarray(table_sum_ms, dtype=np.float64)
+        nb = np.asarray(n_blocks, dtype=np.float64)
+        y = np.asarray(measured_ms, dtype=np.float64)
+        ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
+        if ok.sum() < 3:
+            raise ValueError(f"calibration needs at least 3 networks with measured and table latencies, "
+                             f"got {int(ok.sum())}")
+        a = np.stack([x[ok], nb[ok], np.ones(int(ok.sum()))], axis=1) / y[ok, None]
+        coef, *_ = np.linalg.lstsq(a, np.ones(int(ok.sum())), rcond=None)
+        return cls(float(coef[0]), float(coef[1]), float(coef[2]), int(ok.sum()))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"scale": self.scale, "per_block_ms": self.per_block_ms, "offset_ms": self.offset_ms, "n": self.n}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Calibration":
+        return cls(float(d["scale"]), float(d["per_block_ms"]), float(d["offset_ms"]), int(d.get("n", 0)))
+
+
+@dataclass
+class EstimateResult:
+    """Per network: ``latency_ms`` (calibrated when a calibration is used), the raw table sum,
+    the block count, ``estimated`` (some block came from the cost model, not a measurement) and
+    ``missing`` (some block had no latency at all: ``latency_ms`` is NaN)."""
+
+    latency_ms: np.ndarray
+    table_sum_ms: np.ndarray
+    n_blocks: np.ndarray
+    estimated: np.ndarray
+    missing: np.ndarray
+    calibrated: bool
+
+
+class LatencyEstimator:
+    """Sorted block codes + latencies of one table for one space, batch and precision.
+
+    ``fill``: what to do with blocks the table lacks: ``'nan'`` (network latency NaN, flagged
+    missing), ``'costmodel'`` (a :class:`~gpunet.search.costmodel.RooflineModel` fitted to the
+    table's measurements fills them; flagged estimated) or ``'error'`` (raise, listing a few).
+    """
+
+    def __init__(self, table: Union[LatencyTable, str], space: Optional[SearchSpace] = None, batch: int = 1,
+                 precision: str = "fp32", fill: str = "nan", calibration: Union[Calibration, bool, None] = True,
+                 cost_model: Optional[RooflineModel] = None):
+        if fill not in ("nan", "costmodel", "error"):
+            raise ValueError(f"fill must be 'nan', 'costmodel' or 'error', got {fill!r}")
+        self.space = space or SearchSpace()
+        self.batch, self.precision, self.fill = batch, precision, fill
+        own = isinstance(table, str)
+        table = LatencyTable(table) if own else table
+        try:
+            self.table_path, self.device_id, self.backend = table.path, table.device_id, table.backend
+            cols = table.columns()
+            if calibration is True:
+                cal = table.get_meta("calibration")
+                calibration = Calibration.from_dict(cal) if cal else None
+            elif calibration is False:
+                calibration = None
+        finally:
+            if own:
+                table.close()
+        self.calibration: Optional[Calibration] = calibration
+        keep = ((cols["family"] == self.space.family) & (cols["batch"] == batch) & (cols["precision"] == precision)
+                & (cols["height"] == cols["width"])
+                & ((cols["kind"] != "tail") | (cols["classes"] == self.space.num_classes))) if len(cols["kind"]) \
+            else np.zeros(0, dtype=bool)
+        kinds = np.array([_KINDS.index(k) for k in cols["kind"][keep]], dtype=np.int64)
+        acts = np.array([ACT_CODES.index(a) for a in cols["act"][keep]], dtype=np.int64)
+        codes = pack_codes(kinds, cols["in_channels"][keep], cols["out_channels"][keep], cols["kernel_size"][keep],
+                           cols["stride"][keep], cols["expansion"][keep], cols["se"][keep], acts,
+                           cols["height"][keep]) if keep.any() else np.zeros(0, dtype=np.int64)
+        order = np.argsort(codes)
+        self._codes = codes[order]
+        self._ms = cols["median_ms"][keep][order].astype(np.float64) if keep.any() else np.zeros(0)
+        self.cost_model = cost_model
+        if fill == "costmodel" and cost_model is None:
+            model = RooflineModel()
+            if len(self._codes) >= 3:
+                model.fit(self._fields(self._codes), self._ms)
+            self.cost_model = model
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def _fields(self, codes: np.ndarray) -> Dict[str, np.ndarray]:
+        f = _unpack_fields(codes)
+        return {"kind": f["kind"], "cin": f["cin"], "cout": f["cout"], "k": f["k"], "stride": f["stride"],
+                "e": f["e100"] / 100.0, "se": f["se"], "h": f["h"], "batch": self.batch,
+                "classes": self.space.num_classes}
+
+    def lookup_codes(self, codes: np.ndarray):
+        """Latency per code (NaN where missing) and a found mask."""
+        if len(self._codes) == 0:
+            return np.full(codes.shape, np.nan), np.zeros(codes.shape, dtype=bool)
+        idx = np.minimum(np.searchsorted(self._codes, codes), len(self._codes) - 1)
+        found = self._codes[idx] == codes
+        return np.where(found, self._ms[idx], np.nan), found
+
+    def missing_keys(self, vectors, limit: Optional[int] = None) -> List[BlockKey]:
+        """Blocks these networks need that the table lacks."""
+        missing = set()
+        for slot in block_slots(self.space, self.space.check(vectors)):
+            _, found = self.lookup_codes(slot.codes)
+            missing.update(np.unique(slot.codes[(~found) & (slot.counts > 0)]).tolist())
+        codes = np.array(sorted(missing)[:limit] if limit else sorted(missing), dtype=np.int64)
+        return unpack_codes(codes, self.space.family, self.batch, self.precision, self.space.num_classes)
+
+    def estimate(self, vectors, calibrate: bool = True, check: bool = True) -> EstimateResult:
+        arr = self.space.check(vectors) if check else np.atleast_2d(np.asarray(vectors, dtype=np.int64))
+        n = len(arr)
+        parts = [self._estimate_chunk(arr[i:i + _CHUNK]) for i in range(0, n, _CHUNK)] or \
+            [self._estimate_chunk(arr[:0])]
+        total, nblocks, estimated, missing = (np.concatenate([p[j] for p in parts]) for j in range(4))
+        use_cal = calibrate and self.calibration is not None
+        latency = self.calibration.apply(total, nblocks) if use_cal else total.copy()
+        return EstimateResult(latency, total, nblocks, estimated, missing, use_cal)
+
+    def _estimate_chunk(self, arr: np.ndarray):
+        n = len(arr)
+        total = np.zeros(n)
+        nblocks = np.zeros(n, dtype=np.int64)
+        estimated = np.zeros(n, dtype=bool)
+        missing = np.zeros(n, dtype=bool)
+        for slot in block_slots(self.space, arr):
+            ms, found = self.lookup_codes(slot.codes)
+            used = slot.counts > 0
+            gap = used & ~found
+            if gap.any():
+                if self.fill == "error":
+                    keys = unpack_codes(np.unique(slot.codes[gap])[:3], self.space.family, self.batch,
+                                        self.precision, self.space.num_classes)
+                    raise LUTError(f"table {self.table_path} lacks {int(np.unique(slot.codes[gap]).size)} "
+                                   f"{slot.name} block(s), e.g. {[k.key for k in keys]}; run `gpunet lut build` "
+                                   f"for these networks or estimate with fill='costmodel'")
+                if self.fill == "costmodel":
+                    uniq, inv = np.unique(slot.codes[gap], return_inverse=True)
+                    ms = ms.copy()
+                    ms[gap] = self.cost_model.predict(self._fields(uniq))[inv]
+                    estimated |= gap
+                else:
+                    missing |= gap
+            total += np.where(used, np.nan_to_num(ms, nan=0.0) * slot.counts, 0.0)
+            nblocks += slot.counts
+        total[missing] = np.nan
+        return total, nblocks, estimated, missing
+
+
+def estimate_latency(vectors, table: Union[LatencyTable, str], space: Optional[SearchSpace] = None,
+                     batch: int = 1, precision: str = "fp32", fill: str = "nan",
+                     calibrate: bool = True) -> EstimateResult:
+    """Latency of encoded networks from a lookup table (see :class:`LatencyEstimator`)."""
+    return LatencyEstimator(table, space, batch, precision, fill).estimate(vectors, calibrate=calibrate)
+
+
+def estimate_spec(spec, table: LatencyTable, batch: int = 1, precision: str = "fp32") -> float:
+    """Table sum for any :class:`~gpunet.spec.NetworkSpec` (hub models too); NaN if a block is missing."""
+    from .lut import spec_blocks
+
+    return float(np.sum(table.lookup(spec_blocks(spec, batch, precision))))

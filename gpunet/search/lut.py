@@ -1,0 +1,554 @@
+"""Per-block latency lookup table (the paper's section 3.2), stored in SQLite.
+
+Runtimes fuse the ops inside a block, so the table is keyed by whole blocks (stem, conv,
+Fused-IRB, IRB, tail) plus the input shape, batch and precision: a :class:`BlockKey`. One
+table file holds one device + backend; its fingerprint is recorded at creation and a table
+refuses to be filled (or merged) from another device.
+
+Filling is incremental (only missing keys are measured), resumable (every measurement is
+committed as it lands) and parallel-safe: processes claim a key in the ``claims`` table
+inside an ``IMMEDIATE`` transaction, so several workers (or machines sharing the file over a
+local disk) can fill one table without measuring a key twice. Claims of dead processes, or
+older than ``claim_timeout``, are taken over.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..spec import LayerSpec, NetworkSpec
+
+__all__ = ["BlockKey", "LatencyTable", "LUTError", "LUTDeviceMismatch", "spec_blocks", "network_blocks",
+           "build_lut", "measure_block", "LUT_FORMAT", "BLOCK_KINDS"]
+
+log = logging.getLogger(__name__)
+
+LUT_FORMAT = "gpunet-lut/1"
+BLOCK_KINDS = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
+_KEY_COLUMNS = ("kind", "family", "in_channels", "out_channels", "kernel_size", "stride", "expansion", "se",
+                "act", "height", "width", "batch", "precision", "classes")
+_VALUE_COLUMNS = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "iters", "source", "measured_at")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL, family TEXT NOT NULL,
+    in_channels INTEGER NOT NULL, out_channels INTEGER NOT NULL,
+    kernel_size INTEGER NOT NULL, stride INTEGER NOT NULL, expansion REAL NOT NULL,
+    se INTEGER NOT NULL, act TEXT NOT NULL,
+    height INTEGER NOT NULL, width INTEGER NOT NULL, batch INTEGER NOT NULL,
+    precision TEXT NOT NULL, classes INTEGER NOT NULL,
+    median_ms REAL NOT NULL, mean_ms REAL, std_ms REAL, min_ms REAL, p90_ms REAL,
+    iters INTEGER, source TEXT NOT NULL, measured_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    claimed_at REAL NOT NULL
+);
+"""
+
+
+class LUTError(RuntimeError):
+    """A lookup-table file is missing, corrupt, of another format, or misused."""
+
+
+class LUTDeviceMismatch(LUTError):
+    """The table was measured on another device/backend than the one asked for."""
+
+
+@dataclass(frozen=True)
+class BlockKey:
+    """What a block's latency depends on: its configuration and the shape it runs at."""
+
+    kind: str
+    family: str
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    expansion: float
+    se: bool
+    act: str
+    height: int
+    width: int
+    batch: int = 1
+    precision: str = "fp32"
+    classes: int = 0  # classifier outputs, tail only
+
+    @property
+    def key(self) -> str:
+        e = f"{float(self.expansion):g}"
+        return (f"{self.kind}|{self.family}|c{self.in_channels}-{self.out_channels}|k{self.kernel_size}"
+                f"|s{self.stride}|e{e}|se{int(self.se)}|{self.act}|{self.height}x{self.width}"
+                f"|b{self.batch}|{self.precision}|n{self.classes}")
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int, int]:
+        return (self.batch, self.in_channels, self.height, self.width)
+
+    @classmethod
+    def from_layer(cls, layer: LayerSpec, family: str, height: int, width: Optional[int] = None,
+                   batch: int = 1, precision: str = "fp32", num_classes: int = 1000) -> "BlockKey":
+        """Normalised key: fields a block kind ignores take fixed values, so equal blocks share a key."""
+        kind = layer.kind
+        width = height if width is None else width
+        if kind in ("head", "head_large"):
+            return cls(kind, family, layer.in_channels, layer.out_channels, 3, 2, 1.0, False,
+                       layer.act or ("swish" if family == "standard" else "relu"), height, width, batch, precision)
+        if kind == "tail":
+            return cls(kind, family, layer.in_channels, layer.out_channels, 1, 1, 1.0, False, "relu", height, width,
+                       batch, precision, num_classes)
+        if kind == "conv":
+            return cls(kind, family, layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, 1.0,
+                       False, layer.act or "relu", height, width, batch, precision)
+        return cls(kind, family, layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                   float(layer.expansion), bool(layer.se), layer.act or "relu", height, width, batch, precision)
+
+    def layer_spec(self) -> LayerSpec:
+        return LayerSpec(self.kind, self.in_channels, self.out_channels, stride=self.stride,
+                         kernel_size=self.kernel_size, expansion=self.expansion, act=self.act, se=self.se)
+
+    def build_module(self):
+        """The block as a standalone ``nn.Module`` (eval mode), exactly as the builder makes it."""
+        from torch import nn
+
+        from ..blocks import BN_EPS, ConvBnAct
+        from ..builder import Stem, build_block
+
+        if self.kind in ("head", "head_large"):
+            module = Stem(self.layer_spec(), self.family)
+        elif self.kind == "tail":
+            module = nn.Sequential(ConvBnAct(self.in_channels, self.out_channels, 1, 1, "relu", BN_EPS[self.family]),
+                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                                   *([nn.Linear(self.out_channels, self.classes)] if self.classes else []))
+        else:
+            module = build_block(self.layer_spec(), self.family)
+        return module.eval().requires_grad_(False)
+
+    def to_row(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["se"] = int(self.se)
+        d["expansion"] = float(self.expansion)
+        return d
+
+
+def spec_blocks(spec: NetworkSpec, batch: int = 1, precision: str = "fp32",
+                resolution: Optional[int] = None) -> List[BlockKey]:
+    """One key per layer of a network (repeated blocks repeat), in network order."""
+    res = resolution or spec.resolution
+    sizes = [res] + spec.spatial_sizes(res)  # input of the stem, of each body block, of the tail
+    return [BlockKey.from_layer(layer, spec.family, sizes[i], batch=batch, precision=precision,
+                                num_classes=spec.num_classes)
+            for i, layer in enumerate(spec.layers)]
+
+
+def network_blocks(space, vectors, batch: int = 1, precision: str = "fp32") -> List[BlockKey]:
+    """The distinct block keys a set of encoded networks needs (what a table build measures)."""
+    from .estimate import block_slots, unpack_codes
+
+    keys = {}
+    for slot in block_slots(space, space.check(vectors)):
+        for code in np.unique(slot.codes[slot.counts > 0]):
+            k = unpack_codes(np.array([code]), space.family, batch, precision, space.num_classes)[0]
+            keys[k.key] = k
+    return list(keys.values())
+
+
+# ----------------------------------------------------------------------------------------
+# measuring: the one place that calls the benchmark harness
+
+
+def measure_block(key: BlockKey, backend: str, iters: int = 50, warmup: int = 10, threads: Optional[int] = None):
+    """Latency of one block with :func:`gpunet.latency.benchmark` (ONNX Runtime, torch, TensorRT)."""
+    from ..latency import benchmark
+
+    return benchmark(key.build_module(), backend=backend, input_shape=key.input_shape, iters=iters,
+                     warmup=warmup, precision=key.precision, threads=threads)
+
+
+def _result_row(result) -> Dict[str, Any]:
+    get = lambda name: (float(getattr(result, name)) if getattr(result, name, None) is not None else None)  # noqa
+    median = get("median_ms")
+    if median is None or not np.isfinite(median) or median < 0:
+        raise LUTError(f"benchmark returned an unusable median latency {median!r}")
+    return {"median_ms": median, "mean_ms": get("mean_ms"), "std_ms": get("std_ms"), "min_ms": get("min_ms"),
+            "p90_ms": get("p90_ms"), "iters": getattr(result, "iters", None)}
+
+
+# ----------------------------------------------------------------------------------------
+# the table
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LatencyTable:
+    """A SQLite (WAL) block-latency table for one device + backend.
+
+    Open an existing file to read it (any machine may estimate from it); pass ``backend`` and
+    ``fingerprint`` (as :func:`gpunet.latency.device_fingerprint` returns) to create one or to
+    add measurements, which checks the file was measured on the same device.
+    """
+
+    def __init__(self, path: str, backend: Optional[str] = None, fingerprint: Optional[Dict[str, Any]] = None,
+                 create: bool = False, timeout: float = 60.0):
+        self.path = os.fspath(path)
+        exists = os.path.exists(self.path) and (os.path.isdir(self.path) or os.path.getsize(self.path) > 0)
+        if not exists and not create:
+            raise LUTError(f"latency table {self.path} does not exist (build one with `gpunet lut build`)")
+        if not exists and (backend is None or fingerprint is None):
+            raise LUTError(f"creating latency table {self.path} needs backend and device fingerprint")
+        if exists and os.path.isdir(self.path):
+            raise LUTError(f"latency table {self.path} is a directory, expected an SQLite file")
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
+            if exists:
+                self._check_file()
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            if not exists:
+                self._create(backend, fingerprint)
+        except sqlite3.DatabaseError as e:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            raise LUTError(f"latency table {self.path} is not a readable gpunet lookup table "
+                           f"(SQLite: {e}); delete it or rebuild it with `gpunet lut build`") from None
+        self.meta = self._read_meta()
+        if backend is not None and backend != self.backend:
+            raise LUTDeviceMismatch(f"latency table {self.path} holds {self.backend!r} latencies, not {backend!r}")
+        if fingerprint is not None:
+            self.check_device(fingerprint)
+
+    # -- creation / checks ---------------------------------------------------------------------
+    def _create(self, backend: str, fingerprint: Dict[str, Any]) -> None:
+        with self._transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            meta = {"format": LUT_FORMAT, "backend": backend, "device_id": str(fingerprint.get("id", "")),
+                    "fingerprint": json.dumps(fingerprint, sort_keys=True), "created": str(time.time())}
+            self._conn.executemany("INSERT OR IGNORE INTO meta(name, value) VALUES (?, ?)", list(meta.items()))
+
+    def _check_file(self) -> None:
+        ok = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+        if ok != "ok":
+            raise LUTError(f"latency table {self.path} is corrupt (SQLite quick_check: {ok})")
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "blocks", "claims"} <= tables:
+            raise LUTError(f"{self.path} is an SQLite file but not a gpunet latency table "
+                           f"(tables {sorted(tables)}; expected meta, blocks, claims)")
+
+    def _read_meta(self) -> Dict[str, str]:
+        meta = dict(self._conn.execute("SELECT name, value FROM meta").fetchall())
+        if meta.get("format") != LUT_FORMAT:
+            raise LUTError(f"{self.path}: unsupported table format {meta.get('format')!r}; expected {LUT_FORMAT!r}")
+        for name in ("backend", "fingerprint", "device_id"):
+            if name not in meta:
+                raise LUTError(f"{self.path}: table metadata lacks {name!r} (file damaged?)")
+        return meta
+
+    @property
+    def backend(self) -> str:
+        return self.meta["backend"]
+
+    @property
+    def fingerprint(self) -> Dict[str, Any]:
+        return json.loads(self.meta["fingerprint"])
+
+    @property
+    def device_id(self) -> str:
+        return self.meta["device_id"]
+
+    def check_device(self, fingerprint: Dict[str, Any]) -> None:
+        """Raise :class:`LUTDeviceMismatch` unless ``fingerprint`` is the table's device + backend."""
+        theirs = str(fingerprint.get("id", ""))
+        if theirs != self.device_id or fingerprint.get("backend", self.backend) != self.backend:
+            mine = self.fingerprint
+            diff = sorted(k for k in set(mine) | set(fingerprint)
+                          if k not in ("id", "torch_threads", "cpu_usable") and mine.get(k) != fingerprint.get(k))
+            raise LUTDeviceMismatch(
+                f"latency table {self.path} was measured on device {self.device_id} ({mine.get('cpu')}, "
+                f"{mine.get('gpu') or 'no GPU'}, backend {self.backend}); this device is {theirs or '?'} "
+                f"({fingerprint.get('cpu')}, {fingerprint.get('gpu') or 'no GPU'}, backend "
+                f"{fingerprint.get('backend')}); differing fields: {', '.join(diff) or 'id'}. "
+                f"Use a separate table per device.")
+
+    @contextlib.contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        self._conn.execute(f"BEGIN {mode}")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "LatencyTable":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def resolve_threads(self, threads: Optional[int]) -> Optional[int]:
+        """The thread count measurements use: the table's, set on first use; a different one raises."""
+        have = self.get_meta("threads")
+        if have is None:
+            if threads is None and self.backend != "tensorrt":
+                try:
+                    threads = len(os.sched_getaffinity(0))
+                except AttributeError:
+                    threads = os.cpu_count() or 1
+            with self._transaction():
+                self._conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('threads', ?)",
+                                   (json.dumps(threads),))
+            have = self.get_meta("threads")
+        if threads is not None and have is not None and int(threads) != int(have):
+            raise LUTDeviceMismatch(f"latency table {self.path} was measured with {have} threads; "
+                                    f"refusing to add measurements taken with {threads}")
+        return have
+
+    # -- metadata --------------------------------------------------------------------------------
+    def set_meta(self, name: str, value: Any) -> None:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        with self._transaction():
+            self._conn.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, text))
+        self.meta[name] = text
+
+    def get_meta(self, name: str, default: Any = None) -> Any:
+        self.meta = dict(self._conn.execute("SELECT name, value FROM meta").fetchall())
+        if name not in self.meta:
+            return default
+        try:
+            return json.loads(self.meta[name])
+        except json.JSONDecodeError:
+            return self.meta[name]
+
+    # -- reading -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
+
+    def __contains__(self, key: BlockKey) -> bool:
+        return self._conn.execute("SELECT 1 FROM blocks WHERE key = ?", (key.key,)).fetchone() is not None
+
+    def get(self, key: BlockKey) -> Optional[float]:
+        """Median latency (ms) of a block, or ``None`` if not measured."""
+        row = self._conn.execute("SELECT median_ms FROM blocks WHERE key = ?", (key.key,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def lookup(self, keys: Sequence[BlockKey]) -> np.ndarray:
+        """Median latencies (ms) for many keys; NaN where missing."""
+        have = self.medians({k.key for k in keys})
+        return np.array([have.get(k.key, np.nan) for k in keys], dtype=np.float64)
+
+    def medians(self, keys: Optional[Iterable[str]] = None) -> Dict[str, float]:
+        if keys is None:
+            return dict(self._conn.execute("SELECT key, median_ms FROM blocks").fetchall())
+        keys = list(keys)
+        out: Dict[str, float] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            q = "SELECT key, median_ms FROM blocks WHERE key IN (%s)" % ",".join("?" * len(part))
+            out.update(self._conn.execute(q, part).fetchall())
+        return out
+
+    def missing(self, keys: Iterable[BlockKey]) -> List[BlockKey]:
+        unique = {k.key: k for k in keys}
+        have = self.medians(unique)
+        return [k for s, k in unique.items() if s not in have]
+
+    def rows(self) -> List[Dict[str, Any]]:
+        cur = self._conn.execute("SELECT * FROM blocks ORDER BY kind, key")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def columns(self) -> Dict[str, np.ndarray]:
+        """Whole table as column arrays (for vectorised estimation)."""
+        cols = ("kind", "family", "in_channels", "out_channels", "kernel_size", "stride", "expansion", "se",
+                "act", "height", "width", "batch", "precision", "classes", "median_ms", "source")
+        data = self._conn.execute(f"SELECT {', '.join(cols)} FROM blocks").fetchall()
+        out = {}
+        for i, c in enumerate(cols):
+            values = [r[i] for r in data]
+            out[c] = np.array(values, dtype=object if c in ("kind", "family", "act", "precision", "source")
+                              else (np.float64 if c in ("expansion", "median_ms") else np.int64))
+        return out
+
+    # -- writing -----------------------------------------------------------------------------------
+    def put(self, key: BlockKey, result: Any, source: str = "measured") -> None:
+        """Record one measurement (a ``BenchmarkResult`` or a dict with ``median_ms``)."""
+        values = dict(result) if isinstance(result, dict) else _result_row(result)
+        values.setdefault("iters", None)
+        row = key.to_row()
+        row.update({c: values.get(c) for c in ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "iters")})
+        row.update(key=key.key, source=source, measured_at=time.time())
+        names = list(row)
+        with self._transaction():
+            self._conn.execute(f"INSERT OR REPLACE INTO blocks({', '.join(names)}) VALUES "
+                               f"({', '.join('?' * len(names))})", [row[n] for n in names])
+            self._conn.execute("DELETE FROM claims WHERE key = ?", (key.key,))
+
+    def put_many(self, items: Iterable[Tuple[BlockKey, Any]], source: str = "measured") -> int:
+        """Record many (key, result) pairs in one transaction (imports, merges, synthetic tables)."""
+        rows = []
+        now = time.time()
+        for key, result in items:
+            values = dict(result) if isinstance(result, dict) else _result_row(result)
+            row = key.to_row()
+            row.update({c: values.get(c) for c in ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "iters")})
+            if row["median_ms"] is None:
+                raise LUTError(f"block {key.key}: a latency needs 'median_ms'")
+            row.update(key=key.key, source=source, measured_at=now)
+            rows.append(row)
+        if rows:
+            names = list(rows[0])
+            with self._transaction():
+                self._conn.executemany(f"INSERT OR REPLACE INTO blocks({', '.join(names)}) VALUES "
+                                       f"({', '.join('?' * len(names))})", [[r[n] for n in names] for r in rows])
+        return len(rows)
+
+    def _claim(self, key: BlockKey, owner: str, claim_timeout: float) -> str:
+        """'done' (already measured), 'busy' (a live worker has it) or 'mine' (claimed now)."""
+        host, now = socket.gethostname(), time.time()
+        with self._transaction():
+            if self._conn.execute("SELECT 1 FROM blocks WHERE key = ?", (key.key,)).fetchone():
+                return "done"
+            row = self._conn.execute("SELECT owner, host, pid, claimed_at FROM claims WHERE key = ?",
+                                     (key.key,)).fetchone()
+            if row is not None and row[0] != owner:
+                stale = now - row[3] > claim_timeout or (row[1] == host and not _pid_alive(row[2]))
+                if not stale:
+                    return "busy"
+            self._conn.execute("INSERT OR REPLACE INTO claims(key, owner, host, pid, claimed_at) VALUES (?,?,?,?,?)",
+                               (key.key, owner, host, os.getpid(), now))
+        return "mine"
+
+    def _release(self, key: BlockKey, owner: str) -> None:
+        with self._transaction():
+            self._conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key.key, owner))
+
+    def fill(self, keys: Iterable[BlockKey], measure: Callable[[BlockKey], Any], progress: Optional[bool] = None,
+             claim_timeout: float = 900.0, poll: float = 0.5, fingerprint: Optional[Dict[str, Any]] = None
+             ) -> Dict[str, int]:
+        """Measure every key not yet in the table; returns counts (measured / present / by others).
+
+        ``measure(key)`` returns a ``BenchmarkResult`` (see :func:`measure_block`). Safe to run in
+        several processes at once and to interrupt: finished keys stay, claims are released.
+        """
+        from tqdm.auto import tqdm
+
+        if fingerprint is not None:
+            self.check_device(fingerprint)
+        keys = list(keys)
+        todo = self.missing(keys)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        counts = {"requested": len({k.key for k in keys}), "measured": 0, "by_others": 0}
+        bar = tqdm(total=len(todo), unit="block", desc=f"lut {self.backend}", disable=(not progress) if
+                   progress is not None else None, dynamic_ncols=True)
+        try:
+            while todo:
+                waiting = []
+                for key in todo:
+                    state = self._claim(key, owner, claim_timeout)
+                    if state == "busy":
+                        waiting.append(key)
+                        continue
+                    if state == "done":
+                        counts["by_others"] += 1
+                        bar.update(1)
+                        continue
+                    try:
+                        result = measure(key)
+                        self.put(key, result)
+                    except BaseException:
+                        self._release(key, owner)
+                        raise
+                    counts["measured"] += 1
+                    bar.update(1)
+                    bar.set_postfix_str(key.kind, refresh=False)
+                if waiting and len(waiting) == len(todo):
+                    time.sleep(poll)  # everything left is being measured elsewhere
+                todo = waiting
+        finally:
+            bar.close()
+        counts["present"] = counts["requested"] - counts["measured"] - counts["by_others"]
+        return counts
+
+    def merge(self, other: "LatencyTable") -> int:
+        """Copy measurements another table (same device and backend) has and this one lacks."""
+        if other.device_id != self.device_id or other.backend != self.backend:
+            raise LUTDeviceMismatch(f"cannot merge {other.path} (device {other.device_id}, {other.backend}) into "
+                                    f"{self.path} (device {self.device_id}, {self.backend})")
+        rows = other.rows()
+        have = set(self.medians({r["key"] for r in rows}))
+        new = [r for r in rows if r["key"] not in have]
+        if new:
+            names = list(new[0])
+            with self._transaction():
+                self._conn.executemany(f"INSERT OR IGNORE INTO blocks({', '.join(names)}) VALUES "
+                                       f"({', '.join('?' * len(names))})", [[r[n] for n in names] for r in new])
+        return len(new)
+
+    # -- export ---------------------------------------------------------------------------------------
+    def export(self, path: str, fmt: Optional[str] = None) -> int:
+        """Write the table as CSV or JSON (by ``fmt`` or the file suffix); returns the row count."""
+        from .._io import atomic_path
+
+        fmt = (fmt or os.path.splitext(path)[1].lstrip(".")).lower()
+        if fmt not in ("csv", "json"):
+            raise ValueError(f"export format must be 'csv' or 'json' (from --format or the file suffix), got {fmt!r}")
+        rows = self.rows()
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            if fmt == "csv":
+                names = ["key", *_KEY_COLUMNS, *_VALUE_COLUMNS]
+                writer = csv.DictWriter(f, fieldnames=names)
+                writer.writeheader()
+                writer.writerows(rows)
+            else:
+                json.dump({"format": LUT_FORMAT, "backend": self.backend, "device_id": self.device_id,
+                           "fingerprint": self.fingerprint, "calibration": self.get_meta("calibration"),
+                           "blocks": rows}, f, indent=1)
+                f.write("\n")
+        return len(rows)
+
+
+def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50, warmup: int = 10,
+              threads: Optional[int] = None, progress: Optional[bool] = None,
+              fingerprint: Optional[Dict[str, Any]] = None,
+              measure: Optional[Callable[[BlockKey], Any]] = None) -> Dict[str, int]:
+    """Create or extend the table at ``path`` with every missing key, measured on this device.
+
+    ``threads`` (CPU backends) is fixed when the table is created; later builds reuse it and
+    refuse another value, since block latencies at different thread counts do not add up.
+    """
+    if fingerprint is None:
+        from ..latency import device_fingerprint
+
+        fingerprint = device_fingerprint(backend)
+    with LatencyTable(path, backend=backend, fingerprint=fingerprint, create=True) as table:
+        threads = table.resolve_threads(threads)
+        measure = measure or (lambda key: measure_block(key, backend, iters=iters, warmup=warmup, threads=threads))
+        return table.fill(list(keys), measure, progress=progress, fingerprint=fingerprint)

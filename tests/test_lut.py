@@ -1,0 +1,254 @@
+"""Latency lookup table: real measurements, concurrent fills, bad files, vectorised estimates."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from gpunet.cli import main as cli_main
+from gpunet.search import SearchSpace
+from gpunet.search.estimate import Calibration, LatencyEstimator, block_slots, estimate_spec
+from gpunet.search.lut import (BlockKey, LatencyTable, LUTDeviceMismatch, LUTError, build_lut, network_blocks,
+                               spec_blocks)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKE_FP = {"id": "feedfacecafe", "backend": "onnxruntime", "cpu": "Some Other CPU", "libraries": {"onnxruntime": "0"}}
+
+
+def _tiny_keys():
+    """Three small blocks (a few ms of work to measure)."""
+    return [BlockKey("head", "standard", 3, 16, 3, 2, 1.0, False, "swish", 32, 32),
+            BlockKey("irb", "standard", 16, 24, 3, 2, 3.0, True, "relu", 16, 16),
+            BlockKey("fused_irb", "standard", 16, 16, 5, 1, 2.0, False, "swish", 16, 16)]
+
+
+def _synthetic_value(key: BlockKey) -> float:
+    # deterministic, distinct per key: enough to check sums (values need not be realistic)
+    return 0.001 * (key.in_channels + 2 * key.out_channels + key.kernel_size * key.height) + 0.5 * key.se
+
+
+def _synthetic_table(path, space, vectors, fp=FAKE_FP):
+    keys = network_blocks(space, vectors)
+    with LatencyTable(str(path), backend=fp["backend"], fingerprint=fp, create=True) as t:
+        t.put_many((k, {"median_ms": _synthetic_value(k)}) for k in keys)
+    return keys
+
+
+def test_real_tiny_build_with_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from gpunet.latency import device_fingerprint
+
+    path = str(tmp_path / "ort.db")
+    keys = _tiny_keys()
+    counts = build_lut(path, keys[:2], "onnxruntime", iters=5, warmup=1, threads=1, progress=False)
+    assert counts == {"requested": 2, "measured": 2, "by_others": 0, "present": 0}
+    # incremental: only the new key is measured
+    counts = build_lut(path, keys, "onnxruntime", iters=5, warmup=1, threads=1, progress=False)
+    assert counts["measured"] == 1 and counts["present"] == 2
+    with LatencyTable(path, backend="onnxruntime", fingerprint=device_fingerprint("onnxruntime")) as t:
+        assert len(t) == 3 and t.get_meta("threads") == 1
+        rows = {r["key"]: r for r in t.rows()}
+        for k in keys:
+            r = rows[k.key]
+            assert r["source"] == "measured" and 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"]
+            assert r["iters"] == 5 and r["kind"] == k.kind and r["height"] == k.height
+        assert np.isfinite(t.lookup(keys)).all()
+        with pytest.raises(LUTDeviceMismatch, match="1 threads"):
+            t.resolve_threads(2)
+    # the table refuses another backend
+    with pytest.raises(LUTDeviceMismatch, match="'onnxruntime' latencies, not 'torch'"):
+        build_lut(path, keys, "torch", progress=False)
+
+
+def test_two_processes_fill_one_table_without_duplicates(tmp_path):
+    path = str(tmp_path / "shared.db")
+    space = SearchSpace.small()
+    keys = [k for k in network_blocks(space, space.sample(2, seed=4)) if k.kind != "tail"][:16]
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {REPO!r})
+        from gpunet.search import SearchSpace
+        from gpunet.search.lut import build_lut, network_blocks
+        space = SearchSpace.small()
+        keys = [k for k in network_blocks(space, space.sample(2, seed=4)) if k.kind != "tail"][:16]
+        if sys.argv[1] == "1":
+            keys = keys[::-1]
+        print(json.dumps(build_lut({path!r}, keys, "torch", iters=3, warmup=1, threads=1, progress=False)))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert sum(o["measured"] for o in outs) == len(keys)  # every key measured exactly once
+    for o in outs:
+        assert o["measured"] + o["by_others"] + o["present"] == len(keys)
+    with LatencyTable(path) as t:
+        assert len(t) == len(keys) and not t.missing(keys)
+        assert t._conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+
+
+def test_interrupted_fill_resumes_and_releases_claims(tmp_path):
+    path = str(tmp_path / "resume.db")
+    keys = _tiny_keys()
+    calls = []
+
+    def measure(key):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(key)
+        return {"median_ms": 1.0 + len(calls)}
+
+    with LatencyTable(path, backend="onnxruntime", fingerprint=FAKE_FP, create=True) as t:
+        with pytest.raises(KeyboardInterrupt):
+            t.fill(keys, measure, progress=False)
+        assert len(t) == 2
+        assert t._conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+        counts = t.fill(keys, lambda k: {"median_ms": 9.0}, progress=False)
+        assert counts["measured"] == 1 and counts["present"] == 2 and len(t) == 3
+        # a claim left by a dead process is taken over
+        dead = BlockKey("conv", "standard", 8, 8, 3, 1, 1.0, False, "relu", 8, 8)
+        t._conn.execute("INSERT INTO claims VALUES (?, 'x', ?, ?, 0)", (dead.key, os.uname().nodename, 2 ** 22 + 7))
+        assert t.fill([dead], lambda k: {"median_ms": 2.0}, progress=False)["measured"] == 1
+
+
+def test_corrupt_foreign_and_wrong_device_files_fail_clearly(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(LUTError, match="garbage.db is not a readable gpunet lookup table"):
+        LatencyTable(str(garbage))
+    foreign = tmp_path / "foreign.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(LUTError, match="not a gpunet latency table"):
+        LatencyTable(str(foreign))
+    with pytest.raises(LUTError, match="does not exist"):
+        LatencyTable(str(tmp_path / "nope.db"))
+
+    other = tmp_path / "other_device.db"
+    space = SearchSpace.small()
+    _synthetic_table(other, space, space.sample(2))
+    from gpunet.latency import device_fingerprint
+
+    with pytest.raises(LUTDeviceMismatch, match="measured on device feedfacecafe.*Use a separate table"):
+        LatencyTable(str(other), backend="onnxruntime", fingerprint=device_fingerprint("onnxruntime"))
+    with pytest.raises(LUTDeviceMismatch, match="feedfacecafe"):
+        build_lut(str(other), _tiny_keys(), "onnxruntime", progress=False)
+    # reading (estimating) from another machine's table is fine
+    assert len(LatencyTable(str(other))) > 0
+    # the CLI reports it as an error, not a traceback
+    assert cli_main(["lut", "build", "--lut", str(other), "--backend", "onnxruntime", "--space", "small",
+                     "--n", "1", "--quiet"]) == 1
+    # damaged metadata
+    con = sqlite3.connect(other)
+    con.execute("UPDATE meta SET value = 'gpunet-lut/99' WHERE name = 'format'")
+    con.commit()
+    con.close()
+    with pytest.raises(LUTError, match="unsupported table format 'gpunet-lut/99'"):
+        LatencyTable(str(other))
+
+
+def test_vectorised_estimate_equals_hand_sum(tmp_path):
+    space = SearchSpace()
+    vectors = space.sample(64, seed=7)
+    vectors[0, space.gene_index(5, "layers")] = 0
+    vectors[1, space.gene_index(7, "layers")] = 0
+    vectors = space.canonicalize(vectors)
+    path = tmp_path / "syn.db"
+    _synthetic_table(path, space, vectors)
+    est = LatencyEstimator(str(path), space, fill="error")
+    res = est.estimate(vectors)
+    assert not res.missing.any() and not res.estimated.any() and not res.calibrated
+    with LatencyTable(str(path)) as t:
+        for i, v in enumerate(vectors):
+            spec = space.decode(v)
+            blocks = spec_blocks(spec)
+            hand = sum(_synthetic_value(k) for k in blocks)
+            assert res.latency_ms[i] == pytest.approx(hand, rel=1e-12)
+            assert res.n_blocks[i] == len(spec.layers)
+            assert estimate_spec(spec, t) == pytest.approx(hand, rel=1e-12)
+        # calibration stored in the table is applied on request
+        t.set_meta("calibration", Calibration(0.5, 0.01, 0.2, 10).to_dict())
+    cal = LatencyEstimator(str(path), space).estimate(vectors)
+    assert cal.calibrated
+    np.testing.assert_allclose(cal.latency_ms, 0.5 * res.latency_ms + 0.01 * res.n_blocks + 0.2)
+
+
+def test_missing_blocks_nan_error_or_costmodel(tmp_path):
+    space = SearchSpace.small()
+    vectors = space.sample(40, seed=2)
+    path = tmp_path / "part.db"
+    _synthetic_table(path, space, vectors[:20])
+    res = LatencyEstimator(str(path), space).estimate(vectors)
+    assert not res.missing[:20].any() and res.missing[20:].any()
+    assert np.isnan(res.latency_ms[res.missing]).all() and np.isfinite(res.latency_ms[~res.missing]).all()
+    with pytest.raises(LUTError, match="lacks .* block"):
+        LatencyEstimator(str(path), space, fill="error").estimate(vectors)
+    filled = LatencyEstimator(str(path), space, fill="costmodel").estimate(vectors)
+    assert np.isfinite(filled.latency_ms).all()
+    assert np.array_equal(filled.estimated, res.missing)  # flagged exactly where the table had gaps
+    np.testing.assert_allclose(filled.latency_ms[~res.missing], res.latency_ms[~res.missing])
+    est = LatencyEstimator(str(path), space)
+    missing = est.missing_keys(vectors)
+    with LatencyTable(str(path)) as t:
+        assert len(t.missing(missing)) == len(missing) > 0
+        assert not t.missing(network_blocks(space, vectors[:20]))
+
+
+def test_costmodel_fit_ranks_blocks():
+    from gpunet.search.costmodel import RooflineModel
+    from gpunet.search.estimate import _unpack_fields
+
+    space = SearchSpace.small()
+    codes = np.unique(np.concatenate([s.codes for s in block_slots(space, space.sample(64, seed=0))]))
+    f = _unpack_fields(codes)
+    fields = {"kind": f["kind"], "cin": f["cin"], "cout": f["cout"], "k": f["k"], "stride": f["stride"],
+              "e": f["e100"] / 100.0, "se": f["se"], "h": f["h"]}
+    truth = RooflineModel(80.0, 20.0, 15.0).predict(fields)
+    model = RooflineModel().fit(fields, truth)
+    assert model.fitted
+    np.testing.assert_allclose(model.predict(fields), truth, rtol=1e-3)
+
+
+def test_export_csv_json_and_cli(tmp_path, capsys):
+    space = SearchSpace.small()
+    path = tmp_path / "cli.db"
+    keys = _synthetic_table(path, space, space.sample(200, seed=0))
+    assert cli_main(["lut", "export", "--lut", str(path), "--out", str(tmp_path / "t.csv")]) == 0
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert len(lines) == len(keys) + 1 and lines[0].startswith("key,kind,family,in_channels")
+    assert cli_main(["lut", "export", "--lut", str(path), "--out", str(tmp_path / "t.json")]) == 0
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["device_id"] == "feedfacecafe" and len(data["blocks"]) == len(keys)
+    assert cli_main(["lut", "export", "--lut", str(path), "--out", str(tmp_path / "t.txt")]) == 1
+    assert not (tmp_path / "t.txt").exists()
+    capsys.readouterr()
+    assert cli_main(["lut", "info", "--lut", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["blocks"] == len(keys)
+
+    pool = tmp_path / "pool.npz"
+    assert cli_main(["sample", "--n", "200", "--space", "small", "--lut", str(path), "--out", str(pool),
+                     "--edges", "0,2,4,100", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    with np.load(pool) as d:
+        assert d["vectors"].shape == (200, 41) and np.isfinite(d["latency_ms"]).all()
+        assert np.array_equal(d["labels"], np.searchsorted([0, 2, 4, 100], d["latency_ms"], side="right") - 1)
+        assert [g["count"] for g in summary["groups"]] == np.bincount(d["labels"], minlength=3).tolist()
+        ref = LatencyEstimator(str(path), space).estimate(space.sample(200, seed=0)).latency_ms
+        np.testing.assert_allclose(d["latency_ms"], ref)
+    # a pool drives an incremental build: nothing is missing for its own networks
+    assert cli_main(["lut", "build", "--lut", str(path), "--space", "small", "--pool", str(pool), "--dry-run",
+                     "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["missing"] == 0
+    assert cli_main(["sample", "--n", "10", "--lut", str(tmp_path / "missing.db"), "--out", str(pool)]) == 1
