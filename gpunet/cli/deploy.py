@@ -1,0 +1,157 @@
+"""``gpunet export | bench | plot``: deploy a model, measure it, and draw accuracy vs latency."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ._fmt import format_table, print_json
+
+_BACKENDS = ("onnxruntime", "openvino", "torch", "tensorrt")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX (checked), OpenVINO IR or a TensorRT engine")
+    p.add_argument("name", help="hub model name (e.g. gpunet-0) or a spec .json file")
+    p.add_argument("--format", choices=("onnx", "openvino", "tensorrt"), default="onnx")
+    p.add_argument("--out", default=None, help="output file (default: NAME.onnx / NAME.xml / NAME.engine)")
+    p.add_argument("--checkpoint", default=None, help="weights to load first (any format gpunet reads)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (verified at batch 3)")
+    p.add_argument("--resolution", type=int, default=None, help="input side in px (default: the model's)")
+    p.add_argument("--opset", type=int, default=None)
+    p.add_argument("--half", action="store_true", help="FP16 ONNX (what TensorRT 11 needs for an FP16 engine)")
+    p.add_argument("--precision", default=None, help="openvino: fp32|bf16 check precision; tensorrt: fp32|fp16|bf16")
+    p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
+    p.add_argument("--no-check", dest="check", action="store_false", help="skip the checker / PyTorch comparison")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("bench", help="measure latency; --save adds the results as tiers for this device")
+    p.add_argument("--models", default="all", help="comma-separated hub names, or 'all' (default)")
+    p.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(_BACKENDS)} (default onnxruntime)")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--resolution", type=int, default=None, help="input side in px (default: each model's own)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all usable cores)")
+    p.add_argument("--save", action="store_true", help="write the results into the user registry as tiers")
+    p.add_argument("--device-name", default=None, help="device id to save under (default: from the CPU/GPU)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("plot", help="latency vs top-1 (the paper's Fig. 1); one series per --gpu")
+    p.add_argument("--gpu", "--device", dest="gpu", action="append", default=None,
+                   help="device id; repeat for several series (default gv100)")
+    p.add_argument("--out", default="pareto.png", help="image file (.png, .svg, .pdf)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--logx", action="store_true", help="log-scale latency axis")
+    p.add_argument("--title", default=None)
+    p.set_defaults(handler=cmd_plot)
+
+
+def _model(name: str, checkpoint: str = None):
+    from gpunet.hub import get_model
+
+    return get_model(name, checkpoint_path=checkpoint) if checkpoint else name
+
+
+def cmd_export(args) -> int:
+    base = os.path.splitext(os.path.basename(args.name))[0]
+    out = args.out or base + {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}[args.format]
+    model = _model(args.name, args.checkpoint)
+    if args.format == "onnx":
+        if args.precision not in (None, "fp32", "fp16"):
+            raise ValueError(f"--precision {args.precision!r} does not apply to ONNX; use --half for FP16")
+        from gpunet.export import export_onnx
+
+        report = export_onnx(model, out, batch_size=args.batch_size, dynamic_batch=args.dynamic_batch,
+                             opset=args.opset, half=args.half or args.precision == "fp16", check=args.check,
+                             resolution=args.resolution).to_dict()
+    elif args.format == "openvino":
+        from gpunet.export import export_openvino
+
+        report = export_openvino(model, out, batch_size=args.batch_size, dynamic_batch=args.dynamic_batch,
+                                 precision=args.precision or "fp32", check=args.check, resolution=args.resolution)
+    else:
+        import tempfile
+
+        from gpunet.export import build_engine, export_onnx
+        from gpunet.export.tensorrt import is_strongly_typed, tensorrt_version, validate_engine_options
+
+        precision = args.precision or "fp16"
+        major, _ = tensorrt_version()  # the install hint comes before a slow export
+        validate_engine_options(precision, args.workspace_gb, args.batch_size, major=major)
+        with tempfile.TemporaryDirectory(prefix="gpunet-trt-") as tmp:
+            onnx_path = os.path.join(tmp, "model.onnx")
+            half = args.half or (precision == "fp16" and is_strongly_typed(major))
+            export_onnx(model, onnx_path, batch_size=args.batch_size, dynamic_batch=args.dynamic_batch,
+                        half=half, check=args.check, resolution=args.resolution, opset=args.opset)
+            report = build_engine(onnx_path, out, precision=precision, workspace_gb=args.workspace_gb,
+                                  batch=args.batch_size)
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"wrote {out}")
+    if report.get("checked") or report.get("max_rel_err") is not None:
+        print(f"checked against PyTorch: max abs error {report['max_abs_err']:.3g}, "
+              f"max rel error {report['max_rel_err']:.3g}")
+    return 0
+
+
+def _model_names(spec: str):
+    from gpunet.registry import get_registry
+
+    reg = get_registry()
+    if spec.strip().lower() == "all":
+        return [n for n in reg.list_models() if reg.models[n].get("origin") == "packaged"]
+    return [reg.resolve_model(n) for n in spec.split(",") if n.strip()]
+
+
+def cmd_bench(args) -> int:
+    from gpunet.latency import BACKENDS, PRECISIONS, benchmark
+
+    if args.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {args.backend!r}; expected one of {', '.join(BACKENDS)}")
+    if args.precision not in PRECISIONS[args.backend]:
+        raise ValueError(f"unsupported precision {args.precision!r} for backend {args.backend!r}; "
+                         f"expected one of {', '.join(PRECISIONS[args.backend])}")
+    names = _model_names(args.models)
+    if not names:
+        raise ValueError("--models names no model")
+    tty = sys.stderr.isatty() and not args.json
+    steps = names
+    if tty:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(names, desc="models", unit="model")
+    results = [benchmark(n, backend=args.backend, batch_size=args.batch_size, resolution=args.resolution,
+                         precision=args.precision, warmup=args.warmup, iters=args.iters, threads=args.threads,
+                         progress=tty) for n in steps]
+    saved = None
+    if args.save:
+        from gpunet.latency.tiers import save_tiers
+
+        saved = save_tiers(results, args.device_name)
+    if args.json:
+        print_json({"results": [r.to_dict() for r in results],
+                    "saved": {"device": saved[0], "registry": saved[1]} if saved else None})
+        return 0
+    rows = [(r.model, "x".join(map(str, r.input_shape[1:])), r.batch_size, f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}",
+             f"{r.p99_ms:.2f}", f"{r.std_ms:.2f}", f"{r.throughput:.1f}") for r in results]
+    first = results[0]
+    print(f"{first.backend} {first.precision}, {first.threads or '-'} threads, {first.iters} iterations after "
+          f"{first.warmup} warm-up on {first.fingerprint.get('gpu') or first.fingerprint.get('cpu')}")
+    print(format_table(rows, ["model", "input", "batch", "median ms", "p90 ms", "p99 ms", "std ms", "img/s"]))
+    if saved:
+        print(f"saved {len(results)} tiers for device {saved[0]!r} in {saved[1]}; try: gpunet query --gpu {saved[0]}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from gpunet.plot import plot_pareto
+
+    out = plot_pareto(args.gpu or ["gv100"], args.out, batch=args.batch, logx=args.logx, title=args.title)
+    print(f"wrote {out}")
+    return 0
