@@ -196,7 +196,7 @@ class LatencyEstimator:
         table = LatencyTable(table) if own else table
         try:
             self.table_path, self.device_id, self.backend = table.path, table.device_id, table.backend
-            cols = table.columns()
+            cols = table.block_arrays(self.space.family, batch, precision, self.space.num_classes)
             if calibration is True:
                 cal = table.get_meta("calibration")
                 calibration = Calibration.from_dict(cal) if cal else None
@@ -206,18 +206,17 @@ class LatencyEstimator:
             if own:
                 table.close()
         self.calibration: Optional[Calibration] = calibration
-        keep = ((cols["family"] == self.space.family) & (cols["batch"] == batch) & (cols["precision"] == precision)
-                & (cols["height"] == cols["width"])
-                & ((cols["kind"] != "tail") | (cols["classes"] == self.space.num_classes))) if len(cols["kind"]) \
-            else np.zeros(0, dtype=bool)
-        kinds = np.array([_KINDS.index(k) for k in cols["kind"][keep]], dtype=np.int64)
-        acts = np.array([ACT_CODES.index(a) for a in cols["act"][keep]], dtype=np.int64)
-        codes = pack_codes(kinds, cols["in_channels"][keep], cols["out_channels"][keep], cols["kernel_size"][keep],
-                           cols["stride"][keep], cols["expansion"][keep], cols["se"][keep], acts,
-                           cols["height"][keep]) if keep.any() else np.zeros(0, dtype=np.int64)
-        order = np.argsort(codes)
+        e100 = np.rint(cols["e"] * 100).astype(np.int64)
+        fits = np.ones(len(e100), dtype=bool)  # rows no space could use (e.g. 4096 px) are skipped
+        for name, value in (("cin", cols["cin"]), ("cout", cols["cout"]), ("k", cols["k"]), ("e100", e100),
+                            ("h", cols["h"]), ("stride", cols["stride"])):
+            fits &= (value >= 0) & (value < (1 << _LAYOUT[name][1]))
+        cols = {k: v[fits] for k, v in cols.items()}
+        codes = pack_codes(cols["kind"], cols["cin"], cols["cout"], cols["k"], cols["stride"], cols["e"], cols["se"],
+                           cols["act"], cols["h"], check=False)
+        order = np.argsort(codes, kind="stable")
         self._codes = codes[order]
-        self._ms = cols["median_ms"][keep][order].astype(np.float64) if keep.any() else np.zeros(0)
+        self._ms = cols["median_ms"][order]
         self.cost_model = cost_model
         if fill == "costmodel" and cost_model is None:
             model = RooflineModel()

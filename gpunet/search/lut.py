@@ -397,6 +397,25 @@ class LatencyTable:
                               else (np.float64 if c in ("expansion", "median_ms") else np.int64))
         return out
 
+    def block_arrays(self, family: str, batch: int, precision: str, classes: int) -> Dict[str, np.ndarray]:
+        """Numeric columns of the rows that apply to one family / batch / precision / class count
+        (``kind`` and ``act`` as indices into :data:`BLOCK_KINDS` and the activation names)."""
+        from .space import ACT_CODES
+
+        kind_case = " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(BLOCK_KINDS))
+        act_case = " ".join(f"WHEN '{a}' THEN {i}" for i, a in enumerate(ACT_CODES))
+        rows = self._conn.execute(
+            f"SELECT CASE kind {kind_case} ELSE -1 END, in_channels, out_channels, kernel_size, stride, expansion, "
+            f"se, CASE act {act_case} ELSE -1 END, height, median_ms FROM blocks WHERE family = ? AND batch = ? "
+            f"AND precision = ? AND height = width AND (kind != 'tail' OR classes = ?)",
+            (family, batch, precision, classes)).fetchall()
+        a = np.array(rows, dtype=np.float64).reshape(-1, 10)
+        names = ("kind", "cin", "cout", "k", "stride", "e", "se", "act", "h", "median_ms")
+        out = {n: (a[:, i] if n in ("e", "median_ms") else a[:, i].astype(np.int64)) for i, n in enumerate(names)}
+        if (out["kind"] < 0).any() or (out["act"] < 0).any():
+            raise LUTError(f"{self.path}: rows with unknown block kind or activation (file from a newer version?)")
+        return out
+
     # -- writing -----------------------------------------------------------------------------------
     def put(self, key: BlockKey, result: Any, source: str = "measured") -> None:
         """Record one measurement (a ``BenchmarkResult`` or a dict with ``median_ms``)."""
