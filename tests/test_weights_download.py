@@ -20,6 +20,7 @@ from gpunet.weights.download import download_url
 from test_weights_support import Mirror, mirror_manifest, ngc_path, ngc_zip_bytes, nvidia_checkpoint_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.filterwarnings("ignore:.*publisher gives no checksum")
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,9 @@ def same_weights(a, b):
 
 
 def test_pretrained_from_ngc_zip_downloads_once_and_checks_recorded_hash(g0, mirror):
-    with pytest.warns(UserWarning, match="publisher gives no checksum.*recorded"):
+    with pytest.warns(UserWarning, match="publisher gives no checksum.*recorded") as warned:
         model = gpunet.get_model("gpunet-0", pretrained=True)
+    assert warned[0].filename == __file__  # points at the caller, not at gpunet's internals
     assert same_weights(model, g0[0])  # EMA weights, NVIDIA names converted, loaded strictly
     files = cache_files()
     assert [os.path.basename(f) for f in files] == ["0.65ms.pth.tar", "0.65ms.pth.tar.json"]
@@ -242,3 +244,52 @@ def test_variant_selection_errors(mirror):
     with pytest.raises(WeightsNotCachedError, match="no download source.*gpunet weights convert"):
         gpunet.get_model("gpunet-0", pretrained=True, weights="safetensors")
     assert mirror.requests == []
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(tmp_path, capsys):
+    payload = os.urandom(3 << 20)
+    with Mirror() as m:
+        m.files["/p.bin"] = payload
+        download_url(m.url("/p.bin"), str(tmp_path / "quiet.bin"))  # stderr is not a terminal here
+        assert capsys.readouterr().err == ""
+        download_url(m.url("/p.bin"), str(tmp_path / "bar.bin"), progress=True)
+    err = capsys.readouterr().err
+    assert "bar.bin" in err and "3.00M" in err
+
+
+def test_hugging_face_source_downloads_into_hf_cache_and_verifies(g0, tmp_path, monkeypatch):
+    """A pinned Hub file fetched through ``hf_hub_download`` from a loopback Hub endpoint."""
+    from huggingface_hub import constants
+
+    from gpunet.weights import convert_to_safetensors
+    from gpunet.weights.convert import variant_for_conversion
+
+    (tmp_path / "0.65ms.pth.tar").write_bytes(g0[1])
+    res = convert_to_safetensors("gpunet-0", str(tmp_path / "0.65ms.pth.tar"), str(tmp_path / "g0.safetensors"))
+    data, repo, commit = (tmp_path / "g0.safetensors").read_bytes(), "nvidia-gpunet/gpunet-0", "c" * 40
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    manifest = load_manifest()
+    with Mirror() as m:
+        endpoint = m.hub(repo, commit, "g0.safetensors", data, etag=res["sha256"])
+        var = variant_for_conversion(manifest, "gpunet-0", res, hf_repo=repo, hf_revision=commit,
+                                     hf_filename="g0.safetensors")
+        var = type(var)(**{**vars(var), "sources": [type(var.sources[0])(**{**vars(var.sources[0]),
+                                                                              "endpoint": endpoint})]})
+        (tmp_path / "m.json").write_text(manifest.with_variant(var, prefer=True).to_json())
+        monkeypatch.setenv("GPUNET_WEIGHTS_MANIFEST", str(tmp_path / "m.json"))
+        model = gpunet.get_model("gpunet-0", pretrained=True)
+        gets = [r for r in m.requests if r[2] == 200 and r[1] != "HEAD"]
+        assert same_weights(model, g0[0]) and len(gets) == 1
+        rec = json.load(open(cache_files()[0]))
+        assert rec["path"].startswith(str(tmp_path / "hf")) and rec["verified_by"] == "manifest"
+        # corrupted bytes from the Hub: error with both hashes, the bad file is not kept anywhere
+        monkeypatch.setenv("GPUNET_HOME", str(tmp_path / "home2"))
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf2"))
+        bad = bytearray(data)
+        bad[-100] ^= 0xFF
+        m.hub(repo, commit, "g0.safetensors", bytes(bad), etag=res["sha256"])
+        with pytest.raises(DownloadError, match=f"expected {res['sha256']}, got "
+                                                f"{hashlib.sha256(bytes(bad)).hexdigest()}"):
+            gpunet.get_model("gpunet-0", pretrained=True)
+    left = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "hf2") for f in fs]
+    assert not [f for f in left if "blobs" in f or "snapshots" in f] and cache_files() == []

@@ -28,11 +28,14 @@ class Mirror:
 
     ``drop_after[path] = n``: the next request for ``path`` sends n bytes then closes the
     connection. ``ranges=False`` ignores Range headers. ``delay`` sleeps per 64 KiB chunk.
-    Every request is logged as ``(path, range_header, status)``.
+    Every request is logged as ``(path, range_header, status)``. ``hub(...)`` also serves a file
+    the way the Hugging Face Hub does (``/<repo>/resolve/<revision>/<file>`` with commit and ETag
+    headers), for ``hf_hub_download(endpoint=...)``.
     """
 
     def __init__(self):
         self.files: Dict[str, bytes] = {}
+        self.hub_headers: Dict[str, Dict[str, str]] = {}
         self.drop_after: Dict[str, int] = {}
         self.ranges = True
         self.delay = 0.0
@@ -45,6 +48,22 @@ class Mirror:
 
             def log_message(self, *args):
                 pass
+
+            def end_headers(self):
+                for k, v in mirror.hub_headers.get(self.path.split("?")[0], {}).items():
+                    self.send_header(k, v)
+                super().end_headers()
+
+            def do_HEAD(self):
+                path = self.path.split("?")[0]
+                data = mirror.files.get(path)
+                mirror._log(path, "HEAD", 200 if data is not None else 404)
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
 
             def do_GET(self):
                 path = self.path.split("?")[0]
@@ -96,6 +115,14 @@ class Mirror:
     def _log(self, path, rng, status):
         with self._lock:
             self.requests.append((path, rng, status))
+
+    def hub(self, repo_id: str, revision: str, filename: str, data: bytes, etag: str) -> str:
+        """Serve ``data`` as the Hub would; returns the endpoint URL."""
+        path = f"/{repo_id}/resolve/{revision}/{filename}"
+        self.files[path] = data
+        self.hub_headers[path] = {"X-Repo-Commit": revision, "ETag": f'"{etag}"', "X-Linked-Etag": f'"{etag}"',
+                                  "X-Linked-Size": str(len(data))}
+        return self.url("")
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"

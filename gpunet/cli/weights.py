@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("src", help="NVIDIA's NGC zip, the .pth.tar inside it, or any checkpoint")
     c.add_argument("dst", help="output .safetensors file")
     c.add_argument("--source", help="where SRC came from, stored in the metadata (default: its file name)")
-    c.add_argument("--manifest", help="also add/update the 'safetensors' variant in this manifest file")
+    c.add_argument("--manifest", help="also add/update the 'safetensors' variant in this manifest file "
+                                      "(created from the active manifest if missing)")
     c.add_argument("--hf-repo", help="with --manifest: Hugging Face repo id the file is uploaded to")
     c.add_argument("--hf-revision", help="with --hf-repo: pinned revision (commit hash)")
     c.add_argument("--url", help="with --manifest: a plain URL the file is served from")

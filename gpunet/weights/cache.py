@@ -68,7 +68,7 @@ def write_record(variant: Variant, path: str, sha256: str, verified_by: str, sou
            "verified_by": verified_by, "source": source,
            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
     atomic_write_text(_record_path(variant), json.dumps(rec, indent=1) + "\n")
-    return rec
+    return dict(rec, record=_record_path(variant))
 
 
 def check_record(variant: Variant, rec: Dict[str, Any]) -> str:

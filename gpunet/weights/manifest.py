@@ -15,7 +15,8 @@ same file, tried in order::
             "sources": [
               {"type": "url", "url": "https://...", "archive": "zip", "member": "0.65ms.pth.tar",
                "archive_sha256": null},
-              {"type": "hf", "repo_id": "org/name", "filename": "x.safetensors", "revision": "<commit>"}]}}}}}
+              {"type": "hf", "repo_id": "org/name", "filename": "x.safetensors", "revision": "<commit>",
+               "endpoint": null}]}}}}}      # endpoint: a Hugging Face mirror (optional)
 
 The packaged copy is ``gpunet/data/weights_manifest.json`` (identical to ``weights_manifest.json``
 at the repository root, a test keeps them so); ``$GPUNET_WEIGHTS_MANIFEST`` replaces it.
@@ -53,11 +54,13 @@ class Source:
     repo_id: Optional[str] = None
     filename: Optional[str] = None
     revision: Optional[str] = None
+    endpoint: Optional[str] = None  # a Hugging Face mirror; default: huggingface_hub's (HF_ENDPOINT)
 
     def describe(self) -> str:
         if self.type == "hf":
             rev = f"@{self.revision}" if self.revision else ""
-            return f"hf://{self.repo_id}/{self.filename}{rev}"
+            via = f" (via {self.endpoint})" if self.endpoint else ""
+            return f"hf://{self.repo_id}/{self.filename}{rev}{via}"
         return f"{self.url}" + (f" (member {self.member})" if self.member else "")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from typing import List, Optional, Tuple
 
@@ -29,7 +30,8 @@ def _hf_local(source: Source) -> Optional[str]:
     except ImportError:
         return None
     try:
-        return hf_hub_download(source.repo_id, source.filename, revision=source.revision, local_files_only=True)
+        return hf_hub_download(source.repo_id, source.filename, revision=source.revision, local_files_only=True,
+                               endpoint=source.endpoint)
     except Exception:  # LocalEntryNotFoundError and friends: simply not cached
         return None
 
@@ -83,13 +85,22 @@ def _not_cached(variant: Variant, offline: bool, tried: Optional[List[str]] = No
     return WeightsNotCachedError(" ".join(lines))
 
 
+def _caller_stacklevel() -> int:
+    """``stacklevel`` that points a warning at the first frame outside the gpunet package."""
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _first_seen(variant: Variant, path: str, sha: str, source: str, **extra) -> None:
-    write_record(variant, path, sha, verified_by="manifest" if variant.sha256 else "first-download",
-                 source=source, **extra)
+    rec = write_record(variant, path, sha, verified_by="manifest" if variant.sha256 else "first-download",
+                       source=source, **extra)
     if not variant.sha256:
         warnings.warn(f"{variant.model} ({variant.name}): the publisher gives no checksum, so the sha256 of this "
-                      f"first download ({sha}) is recorded in {path}.json and every later load is checked "
-                      f"against it.", UserWarning, stacklevel=4)
+                      f"first download ({sha}) is recorded in {rec['record']} and every later load is checked "
+                      f"against it.", UserWarning, stacklevel=_caller_stacklevel())
 
 
 def _fetch_url(variant: Variant, source: Source, dest: str, progress: Optional[bool]) -> str:
@@ -132,11 +143,14 @@ def _fetch_hf(variant: Variant, source: Source, offline: bool, progress: Optiona
 
         kwargs["tqdm_class"] = _Quiet
     path = hf_hub_download(source.repo_id, source.filename, revision=source.revision,
-                           local_files_only=offline, **kwargs)
+                           local_files_only=offline, endpoint=source.endpoint, **kwargs)
     sha = sha256_file(path)
     if variant.sha256 and sha != variant.sha256:
+        for p in {os.path.realpath(path), path}:  # the blob and the snapshot link: never load it again
+            if os.path.lexists(p):
+                os.unlink(p)
         raise ChecksumError(f"{source.describe()}: sha256 mismatch: expected {variant.sha256}, got {sha} "
-                            f"(file {path} in the Hugging Face cache)")
+                            f"(corrupted download; removed from the Hugging Face cache)")
     _first_seen(variant, path, sha, source.describe())
     return path
 
