@@ -1,6 +1,7 @@
 """``load_pretrained``: pick a weight variant, fetch it once (verified), load it strictly."""
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -133,7 +134,7 @@ def _fetch_hf(variant: Variant, source: Source, offline: bool, progress: Optiona
     except ImportError:
         raise DownloadError(f"{source.describe()}: needs huggingface_hub (pip install 'gpunet[hf]')") from None
     kwargs = {}
-    if not show_progress(progress):
+    if not show_progress(progress) and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
         from tqdm.auto import tqdm
 
         class _Quiet(tqdm):
