@@ -177,8 +177,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     """Type-check a value against the dataclass field (YAML gives ints for floats, etc.)."""
     if value is None:
         return None
-    default = _FIELDS[name].default
-    kind = type(default) if default is not None and default is not dataclasses.MISSING else None
+    hint = str(_FIELDS[name].type).replace("Optional[", "").rstrip("]")
+    kind = {"bool": bool, "float": float, "int": int}.get(hint)
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{source}: option {name!r} must be true or false, got {value!r}")
