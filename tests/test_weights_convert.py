@@ -86,9 +86,11 @@ def test_import_zip_then_load_offline(g0, files, monkeypatch):
     model = gpunet.get_model("gpunet-0", pretrained=True)
     sd = g0[0].state_dict()
     assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
-    # a file for another architecture is refused and nothing lands in the cache
+    # a file for another architecture, or of the wrong format for the variant, is refused
     with pytest.raises(CheckpointError):
         import_weights("gpunet-1", str(files[1]))
+    with pytest.raises(ValueError, match="is not a safetensors file but variant 'safetensors'.*convert it first"):
+        import_weights("gpunet-1", str(files[0]), variant="safetensors")
     assert [r["model"] for r in list_cached()] == ["gpunet-0"]
 
 
@@ -165,3 +167,14 @@ def test_pretrained_fine_tuning_keeps_new_classifier(g0, files, monkeypatch):
     assert torch.equal(model.state_dict()["stem.0.conv.weight"], g0[0].state_dict()["stem.0.conv.weight"])
     with pytest.raises(WeightsNotCachedError):
         gpunet.get_model("gpunet-1", pretrained=True)
+
+
+def test_import_checks_the_manifest_checksum(files, tmp_path, monkeypatch):
+    data = json.load(open(PACKAGED_MANIFEST))
+    data["models"]["gpunet-0"]["variants"]["nvidia-ngc"]["sha256"] = "0" * 64
+    (tmp_path / "m.json").write_text(json.dumps(data))
+    monkeypatch.setenv("GPUNET_WEIGHTS_MANIFEST", str(tmp_path / "m.json"))
+    with pytest.raises(CheckpointError, match=f"differs from the manifest's {'0' * 64}.*not imported"):
+        import_weights("gpunet-0", str(files[0]))
+    assert list_cached() == []
+    assert [f for _, _, fs in os.walk(os.environ["GPUNET_HOME"]) for f in fs if not f.endswith(".lock")] == []

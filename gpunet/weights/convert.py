@@ -23,7 +23,7 @@ from ..checkpoint import CheckpointError, extract_state_dict, load_state_dict_ch
     to_gpunet_state_dict
 from ..registry import get_registry
 from .cache import cache_file, write_record
-from .download import sha256_file
+from .download import file_lock, sha256_file
 from .manifest import Manifest, Source, Variant, load_manifest
 
 __all__ = ["is_archive", "extract_member", "read_weights", "check_fits", "convert_to_safetensors", "import_weights",
@@ -170,30 +170,30 @@ def import_weights(hub_name: str, path: str, variant: Optional[str] = None,
         var = candidates[0]
     else:
         var = manifest.variant(hub_name, variant)
+    if path.endswith(".safetensors") != (var.format == "safetensors"):
+        raise ValueError(f"{path} is {'a' if path.endswith('.safetensors') else 'not a'} safetensors file but "
+                         f"variant {var.name!r} of {hub_name} has format {var.format!r}"
+                         + (f"; convert it first with `gpunet weights convert {hub_name} {path} OUT.safetensors`"
+                            if var.format == "safetensors" else ""))
     sd = read_weights(path, hub_name, member=_member_of(var))
     check_fits(hub_name, sd, path)
     if var.format == "safetensors":
-        meta = safetensors_metadata(path) if path.endswith(".safetensors") else {}
-        expected = meta.get("gpunet_spec_sha256")
+        expected = safetensors_metadata(path).get("gpunet_spec_sha256")
         if expected and expected != get_registry().spec(hub_name).fingerprint():
             raise CheckpointError(f"{path}: converted for a different architecture (spec sha256 {expected})")
-        if not path.endswith(".safetensors"):
-            raise ValueError(f"variant {var.name!r} of {hub_name} is safetensors; convert {path} first with "
-                             f"`gpunet weights convert {hub_name} {path} OUT.safetensors`")
     dest = cache_file(var)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     archive_sha = None
-    if is_archive(path):
-        archive_sha = sha256_file(path)
-        sha = extract_member(path, dest, _member_of(var) or None, source=path)
-    else:
-        with atomic_path(dest) as tmp:
+    with file_lock(dest), atomic_path(dest) as tmp:  # replaces a cached file only once the new one checks out
+        if is_archive(path):
+            archive_sha = sha256_file(path)
+            sha = extract_member(path, tmp, _member_of(var) or None, source=path)
+        else:
             shutil.copyfile(path, tmp)
-        sha = sha256_file(dest)
-    if var.sha256 and sha != var.sha256:
-        os.unlink(dest)
-        raise CheckpointError(f"{path}: sha256 {sha} differs from the manifest's {var.sha256} for "
-                              f"{hub_name} ({var.name}); not imported")
+            sha = sha256_file(tmp)
+        if var.sha256 and sha != var.sha256:
+            raise CheckpointError(f"{path}: sha256 {sha} differs from the manifest's {var.sha256} for "
+                                  f"{hub_name} ({var.name}); not imported")
     extra = {"archive_sha256": archive_sha} if archive_sha else {}
     return write_record(var, dest, sha, verified_by="manifest" if var.sha256 else "import",
                         source=f"imported from {os.path.abspath(path)}", **extra)

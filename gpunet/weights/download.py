@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import logging
 import os
 import sys
@@ -141,7 +142,7 @@ def download_url(url: str, dest: str, sha256: Optional[str] = None, retries: int
                     os.unlink(part)
                 raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
             last = e
-        except (OSError, ConnectionError, urllib.error.URLError) as e:
+        except (OSError, http.client.HTTPException, urllib.error.URLError) as e:
             last = e
         log.info("download of %s interrupted (%s); resuming (attempt %d)", url, last, attempt + 1)
         time.sleep(min(0.2 * 2 ** attempt, 2.0))
