@@ -29,6 +29,7 @@ _LAZY = {
     "benchmark": ".latency", "BenchmarkResult": ".latency", "device_fingerprint": ".latency",
     "save_tiers": ".latency", "plot_pareto": ".plot",
     "load_pretrained": ".weights", "fetch_weights": ".weights", "convert_to_safetensors": ".weights",
+    "evaluate": ".train",
 }
 
 __all__ = [

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -55,15 +55,17 @@ def accuracy_counts(model: nn.Module, loader, device: torch.device, amp: bool = 
     return {"correct1": correct1, "correctk": correctk, "n": n, "loss_sum": loss_sum, "k": k_used or topk}
 
 
-def _classes_in_checkpoint(path: str) -> Optional[int]:
+def _checkpoint_facts(path: str) -> Tuple[Optional[int], Optional[int]]:
+    """(class count, training resolution) that a checkpoint records or implies."""
     from ..checkpoint import read_checkpoint
 
     obj = read_checkpoint(path)
+    size = obj.get("img_size") if isinstance(obj, dict) and isinstance(obj.get("img_size"), int) else None
     if isinstance(obj, dict) and isinstance(obj.get("num_classes"), int):
-        return obj["num_classes"]
+        return obj["num_classes"], size
     from .distill import _checkpoint_classes
 
-    return _checkpoint_classes(path)
+    return _checkpoint_classes(path), size
 
 
 def evaluate(model: Union[nn.Module, str], data_dir: str, *, split: str = "val", dataset: str = "",
@@ -75,7 +77,7 @@ def evaluate(model: Union[nn.Module, str], data_dir: str, *, split: str = "val",
     itself when it holds the class folders).
 
     ``model``: an ``nn.Module`` or a hub / timm name (then ``pretrained`` or ``checkpoint``
-    give its weights). The transform is the model card's: resize to ``img_size / crop_pct``,
+    give its weights; a training checkpoint's recorded resolution is the default ``img_size``). The transform is the model card's: resize to ``img_size / crop_pct``,
     bicubic, center crop, ImageNet normalisation, unless overridden.
     """
     from .data import eval_data_config, eval_loader, eval_transform, open_dataset
@@ -84,7 +86,8 @@ def evaluate(model: Union[nn.Module, str], data_dir: str, *, split: str = "val",
     if isinstance(model, str):
         from .distill import create_model
 
-        classes = _classes_in_checkpoint(checkpoint) if checkpoint else None
+        classes, trained_size = _checkpoint_facts(checkpoint) if checkpoint else (None, None)
+        img_size = img_size or trained_size
         model = create_model(model, num_classes=classes, pretrained=pretrained, checkpoint_path=checkpoint)
     elif pretrained or checkpoint:
         raise ValueError("pretrained / checkpoint apply to a model name; load weights into a module yourself")
