@@ -80,7 +80,10 @@ def create_datasets(data_dir: str, dataset: str = "", train_split: str = "train"
     train = open_dataset(data_dir, train_split, dataset, is_training=True)
     val = None
     if val_split:
-        val = open_dataset(data_dir, val_split, dataset, class_map=_class_map(train) if not dataset else None)
+        try:
+            val = open_dataset(data_dir, val_split, dataset, class_map=_class_map(train) if not dataset else None)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}; to train without validation pass val_split='' (--val-split '')") from None
     return train, val
 
 

@@ -330,7 +330,12 @@ class Trainer:
                 raise ValueError(f"resume: {path} has no EMA weights but model_ema is on")
             self.ema.module.load_state_dict(ckpt["state_dict_ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        old_epochs = (ckpt.get("config") or {}).get("epochs")
+        if old_epochs in (None, self.cfg.epochs):
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        else:  # timm schedules are functions of (config, t): recomputed for the new length
+            logger.info("resume: epochs changed from %s to %d; learning-rate schedule recomputed",
+                        old_epochs, self.cfg.epochs)
         self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.num_updates = int(ckpt["num_updates"])
