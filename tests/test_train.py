@@ -261,6 +261,30 @@ def test_paper_recipe_matches_table_5():
     assert resolve_config("paper", overrides={"lr": 0.1}).global_lr(8) == 0.1
 
 
+def test_paper_recipe_is_wired_through_timm(tiny_digits, tmp_path):
+    from timm.optim import RMSpropTF
+    from timm.utils import ModelEmaV3
+
+    cfg = resolve_config("paper", overrides=dict(data_dir=str(tiny_digits), output=str(tmp_path / "p"),
+                                                 img_size=32, batch_size=16, workers=0))
+    t = Trainer(cfg).setup()
+    lr = 0.06 * 16 / 1536
+    assert isinstance(t.optimizer, RMSpropTF) and t.optimizer.defaults["eps"] == 1e-3
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)           # warm-up starts at 1e-6
+    assert {g["weight_decay"] for g in t.optimizer.param_groups} == {0.0, 1e-5}  # no decay on BN / bias
+    sched = t.scheduler
+    assert sched._get_lr(1)[0] == pytest.approx(1e-6 + (lr - 1e-6) / 3)         # linear warm-up, 3 epochs
+    for epoch in (3, 4.8, 7.2, 100):                                              # x0.97 every 2.4 epochs
+        assert sched._get_lr(epoch)[0] == pytest.approx(lr * 0.97 ** math.floor(epoch / 2.4))
+    assert isinstance(t.ema, ModelEmaV3) and t.ema.decay == 0.9999
+    assert t.model.drop_rate == 0.2
+    drop_path = [m.drop_prob for m in t.model.modules() if type(m).__name__ == "DropPath"]
+    assert drop_path and max(drop_path) <= 0.2 and max(drop_path) > 0.15  # 0.2 scaled by depth
+    assert t.eval_cfg["crop_pct"] == 1.0 and t.eval_cfg["interpolation"] == "bicubic"
+    names = [type(x).__name__ for x in t._train_ds.transform.transforms]
+    assert "RandAugment" in names and "RandomErasing" in names
+
+
 def test_yaml_overrides_sit_between_recipe_and_flags(tmp_path):
     pytest.importorskip("yaml")
     path = tmp_path / "run.yaml"
