@@ -80,7 +80,7 @@ def main(argv=None):
     print(f"# {fp['cpu']}, {args.threads} threads, flags {' '.join(fp['cpu_flags'])}; torch {torch.__version__}, "
           f"onnxruntime {device_fingerprint('onnxruntime')['libraries'].get('onnxruntime')}, openvino "
           f"{fp['libraries'].get('openvino')}; batch 1, {args.iters} interleaved iterations after {args.warmup} "
-          f"warm-up", flush=True)
+          f"warm-up; load average at start {os.getloadavg()[0]:.1f}", flush=True)
     results, rows = [], []
     for n in names:
         r = bench_model(n, args.resolution, args.iters, args.warmup, args.threads, bf16)
@@ -96,6 +96,7 @@ def main(argv=None):
     print(format_table(rows, ["model", "res", "eager ms", "ORT ms", "OV fp32 ms", "OV bf16 ms", "ORT/eager",
                               "best/eager", "ORT rel err", "OV fp32 err", "OV bf16 err", "ORT>=2x", "best>=2.5x"],
                        align="lrrrrrrlrrrll"))
+    print(f"# load average at end {os.getloadavg()[0]:.1f} (other processes share these cores)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"fingerprint": fp, "args": vars(args), "results": results}, f, indent=1)

@@ -21,7 +21,7 @@ __all__ = ["device_fingerprint", "cpu_info", "gpu_info", "fingerprint_id", "defa
 #: instruction-set extensions that change which kernels the CPU runtimes pick.
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
 #: the Python distribution that implements each backend.
-_BACKEND_PACKAGES = {"torch": ["torch"], "onnxruntime": ["onnxruntime", "onnxruntime-gpu", "onnx"],
+_BACKEND_PACKAGES = {"torch": [], "onnxruntime": ["onnxruntime", "onnxruntime-gpu", "onnx"],
                      "openvino": ["openvino", "onnx"], "tensorrt": ["tensorrt", "tensorrt-cu12", "tensorrt-cu13"]}
 
 

@@ -1,0 +1,227 @@
+"""ONNX export (checked in ONNX Runtime), OpenVINO IR, TensorRT option/version handling.
+
+Hub models are exported at 64 px: they are fully convolutional (global pooling before the
+classifier), so the graph, BN folding and numerics checked here do not depend on input size.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gpunet
+from gpunet.export import tensorrt as trt_mod
+from gpunet.export.onnx import ExportError
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+RES = 64
+
+
+@pytest.fixture
+def out(tmp_path):
+    """An empty output folder (tmp_path also holds the test's GPUNET_HOME)."""
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
+
+
+def _run_ort(path, x):
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.mark.parametrize("name", ["gpunet-0", "gpunet-1", "gpunet-p0"] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in ("gpunet-2", "gpunet-p1", "gpunet-d1", "gpunet-d2")])
+def test_export_all_hub_models_checked_in_onnxruntime(name, out):
+    model = gpunet.get_model(name).eval()
+    path = out / f"{name}.onnx"
+    report = gpunet.export_onnx(model, path, dynamic_batch=True, resolution=RES)
+    assert report.checked and report.checked_batches == (1, 3)
+    assert report.max_rel_err <= 1e-4, report
+    assert os.listdir(out) == [path.name]  # one self-contained file, no external data, no temp left
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    ops = {n.op_type for n in proto.graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops  # BN folded into the convolutions
+    dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value  # symbolic batch axis
+    # the file on disk, independently of the exporter's own check: batch 3 runs and matches PyTorch
+    x = torch.randn(3, 3, RES, RES)
+    got = _run_ort(str(path), x)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert got.shape == (3, 1000)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def _small_net():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net[1].running_mean.uniform_(-1, 1)  # non-trivial statistics, so a wrong fold would show
+    net[1].running_var.uniform_(0.5, 2)
+    return net.eval()
+
+
+def test_static_batch_is_fixed(out):
+    path = out / "m.onnx"
+    report = gpunet.export_onnx(_small_net(), path, batch_size=2, input_shape=(3, 16, 16))
+    assert report.checked_batches == (2,) and report.input_shape == (2, 3, 16, 16)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == [2, 3, 16, 16]
+    with pytest.raises(Exception, match="dimension"):
+        sess.run(None, {sess.get_inputs()[0].name: np.zeros((3, 3, 16, 16), np.float32)})
+
+
+def test_half_export_is_fp16_and_close(out):
+    report = gpunet.export_onnx("gpunet-p0", out / "h.onnx", resolution=RES, half=True)
+    proto = onnx.load(str(out / "h.onnx"))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert 0 < report.max_rel_err <= 2e-2  # fp16 rounding is visible but small
+    # what build_engine reads to decide whether TensorRT 11 can build FP16 from this file
+    assert trt_mod._onnx_input_dtype(str(out / "h.onnx")) == "float16"
+
+
+def test_any_module_needs_input_shape(out):
+    net = _small_net()
+    with pytest.raises(ValueError, match="input_shape"):
+        gpunet.export_onnx(net, out / "n.onnx")
+    report = gpunet.export_onnx(net, out / "n.onnx", input_shape=(3, 16, 16))
+    assert report.input_shape == (1, 3, 16, 16) and report.max_rel_err <= 1e-4
+    assert "BatchNormalization" not in report.op_counts
+
+
+class _Noisy(nn.Module):
+    """ONNX Runtime draws different random numbers than PyTorch: the check must catch it."""
+
+    def forward(self, x):
+        return x + torch.randn_like(x)
+
+
+def test_check_failure_raises_and_leaves_no_file(out):
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        gpunet.export_onnx(_Noisy(), out / "noisy.onnx", input_shape=(3, 8, 8))
+    assert os.listdir(out) == []
+
+
+def test_bad_inputs_are_clear_errors(out):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gpunet.export_onnx("gpunet-0", out / "missing" / "m.onnx", resolution=RES)
+    (out / "afile").write_text("x")
+    with pytest.raises((FileNotFoundError, NotADirectoryError)):
+        gpunet.export_onnx("gpunet-0", out / "afile" / "m.onnx", resolution=RES)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        gpunet.export_onnx("gpunet-0", out / "m.onnx", resolution=65)
+    with pytest.raises(ValueError, match="resolution must be a positive integer"):
+        gpunet.export_onnx("gpunet-0", out / "m.onnx", resolution=0)
+    with pytest.raises(ValueError, match="opset"):
+        gpunet.export_onnx("gpunet-0", out / "m.onnx", resolution=RES, opset=7)
+    with pytest.raises(ValueError, match="unknown model"):
+        gpunet.export_onnx("gpunet-9", out / "m.onnx")
+    with pytest.raises(ValueError, match="batch_size"):
+        gpunet.export_onnx("gpunet-0", out / "m.onnx", batch_size=0)
+    assert sorted(os.listdir(out)) == ["afile"]
+
+
+def test_missing_onnx_package_says_what_to_install(out, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` fail as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'gpunet\[onnx\]'"):
+        gpunet.export_onnx("gpunet-0", out / "m.onnx", resolution=RES)
+    assert os.listdir(out) == []
+
+
+def test_cli_export_onnx(out, capsys):
+    from gpunet.cli import main
+
+    path = out / "p0.onnx"
+    assert main(["export", "gpunet-0", "--out", str(path), "--resolution", str(RES)]) == 0
+    assert "max rel error" in capsys.readouterr().out and path.exists()
+    assert main(["export", "gpunet-0", "--out", str(out / "no" / "x.onnx")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+# -- OpenVINO -------------------------------------------------------------------------------------
+def test_openvino_ir_bf16_checked(out):
+    pytest.importorskip("openvino")
+    from gpunet.export.openvino import export_openvino, openvino_precisions
+
+    precision = "bf16" if "bf16" in openvino_precisions() else "fp32"
+    xml = out / "m.xml"
+    report = export_openvino("gpunet-0", xml, resolution=RES, precision=precision)
+    assert report["checked"] and report["max_rel_err"] <= (6e-2 if precision == "bf16" else 1e-4)
+    if precision == "bf16":
+        assert report["max_rel_err"] > 1e-5  # it really ran in bf16, not silently fp32
+    assert sorted(os.listdir(out)) == ["m.bin", "m.xml"]
+    with pytest.raises(ValueError, match=r"\.xml"):
+        export_openvino("gpunet-0", out / "m.ir", resolution=RES)
+
+
+def test_openvino_rejects_unsupported_precision():
+    pytest.importorskip("openvino")
+    from gpunet.export.openvino import compile_openvino, openvino_precisions
+
+    with pytest.raises(ValueError, match="unsupported precision 'int8'"):
+        compile_openvino("unused.onnx", "int8")
+    if "fp16" not in openvino_precisions():
+        with pytest.raises(ValueError, match="not supported by OpenVINO on this CPU"):
+            compile_openvino("unused.onnx", "fp16")
+
+
+# -- TensorRT (no GPU here: versions, options, error paths) ----------------------------------------
+
+
+def test_tensorrt_version_parsing():
+    assert trt_mod.parse_tensorrt_version("10.13.0.35") == (10, 13)
+    assert trt_mod.parse_tensorrt_version("11.0.1") == (11, 0)
+    with pytest.raises(trt_mod.TensorRTUnavailable, match="too old"):
+        trt_mod.parse_tensorrt_version("8.6.1")
+    with pytest.raises(trt_mod.TensorRTUnavailable, match="cannot read"):
+        trt_mod.parse_tensorrt_version("unknown")
+    assert not trt_mod.is_strongly_typed(10) and trt_mod.is_strongly_typed(11)
+
+
+def test_tensorrt_option_validation():
+    v = trt_mod.validate_engine_options
+    opts = v("fp16", 2, batch=4, max_batch=8, major=10, onnx_dtype="float32")
+    assert opts.workspace_bytes == 2 << 30 and not opts.strongly_typed and (opts.batch, opts.max_batch) == (4, 8)
+    with pytest.raises(ValueError, match="int8 needs a calibration"):
+        v("int8")
+    for kw, msg in [({"workspace_gb": 0}, "workspace_gb"), ({"batch": 0}, "batch"),
+                    ({"batch": 4, "max_batch": 2}, "max_batch")]:
+        with pytest.raises(ValueError, match=msg):
+            v("fp16", **kw)
+    # TensorRT 11: strongly typed, FP16 must come from an FP16 export
+    assert v("fp16", major=11, onnx_dtype="float16").strongly_typed
+    with pytest.raises(ValueError, match=r"half=True"):
+        v("fp16", major=11, onnx_dtype="float32")
+    with pytest.raises(ValueError, match="only builds strongly typed"):
+        v("fp32", major=11, strongly_typed=False)
+    assert v("fp32", major=11, onnx_dtype="float32").strongly_typed
+
+
+def test_tensorrt_missing_is_a_clear_error(out):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    onnx_path = out / "m.onnx"
+    onnx_path.write_bytes(b"not used")
+    with pytest.raises(trt_mod.TensorRTUnavailable, match=r"pip install tensorrt.*NVIDIA GPU"):
+        gpunet.build_engine(onnx_path, out / "m.engine")
+    with pytest.raises(ValueError, match="unsupported precision"):  # options are checked first
+        gpunet.build_engine(onnx_path, out / "m.engine", precision="fp8")
+    with pytest.raises(FileNotFoundError, match="export it"):
+        gpunet.build_engine(out / "none.onnx", out / "m.engine")
+    (out / "m.engine").write_bytes(b"x")
+    with pytest.raises(trt_mod.TensorRTUnavailable, match="pip install tensorrt"):
+        trt_mod.engine_latency(out / "m.engine")
+    with pytest.raises(trt_mod.TensorRTUnavailable, match="NVIDIA GPU"):
+        gpunet.benchmark(nn.Conv2d(3, 3, 1), backend="tensorrt", input_shape=(3, 8, 8), precision="fp16")
+    assert sorted(os.listdir(out)) == ["m.engine", "m.onnx"]
