@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("sklearn")
 
-from gpunet.train import TrainConfig, Trainer, get_recipe, resolve_config, train  # noqa: E402
+from gpunet.train import Trainer, get_recipe, resolve_config, train  # noqa: E402
 from gpunet.train.distill import DistillationLoss, soft_target_cross_entropy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 __all__ = ["TrainConfig", "RECIPES", "get_recipe", "load_config_file", "resolve_config"]
