@@ -252,3 +252,31 @@ def test_export_csv_json_and_cli(tmp_path, capsys):
                      "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["missing"] == 0
     assert cli_main(["sample", "--n", "10", "--lut", str(tmp_path / "missing.db"), "--out", str(pool)]) == 1
+
+
+def test_refresh_keeps_lower_latency_and_min_statistic(tmp_path):
+    space = SearchSpace.small()
+    vectors = space.sample(3, seed=9)
+    path = str(tmp_path / "refresh.db")
+    keys = network_blocks(space, vectors)
+    with LatencyTable(path, backend="onnxruntime", fingerprint=FAKE_FP, create=True) as t:
+        t.fill(keys, lambda k: {"median_ms": 2.0, "min_ms": 1.5}, progress=False)
+        # a slower re-measurement changes nothing but a lower minimum; a faster one replaces the row
+        counts = t.fill(keys[:2], lambda k: {"median_ms": 3.0, "min_ms": 1.0}, progress=False, refresh=True)
+        assert counts["measured"] == 2
+        assert t.get(keys[0]) == 2.0 and t.get(keys[0], "min") == 1.0
+        t.fill(keys[:1], lambda k: {"median_ms": 1.2, "min_ms": 1.1}, progress=False, refresh=True)
+        assert t.get(keys[0]) == 1.2 and t.get(keys[0], "min") == 1.0
+        assert t.fill(keys, lambda k: {"median_ms": 9.0}, progress=False)["measured"] == 0  # nothing missing
+        with pytest.raises(ValueError, match="statistic must be one of"):
+            t.get(keys[0], "mean")
+        by_median = LatencyEstimator(t, space).estimate(vectors)
+        by_min = LatencyEstimator(t, space, statistic="min").estimate(vectors)
+        for i, v in enumerate(vectors):
+            blocks = spec_blocks(space.decode(v))
+            assert by_median.latency_ms[i] == pytest.approx(sum(t.get(k) for k in blocks))
+            assert by_min.latency_ms[i] == pytest.approx(sum(t.get(k, "min") for k in blocks))
+        # a calibration applies only to the statistic it was fitted with
+        t.set_meta("calibration", {**Calibration(2.0, 0.0, 0.0, 5).to_dict(), "statistic": "min"})
+        assert LatencyEstimator(t, space, statistic="min").estimate(vectors).calibrated
+        assert not LatencyEstimator(t, space).estimate(vectors).calibrated

@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--no-calibration", action="store_true", help="use the raw table sum")
+    p.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="block latency read from the table (min is steadier on a busy shared CPU)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_sample)
 
@@ -41,6 +43,8 @@ def register(subparsers) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--limit", type=int, help="measure at most this many missing blocks (resume later)")
     b.add_argument("--dry-run", action="store_true", help="only count missing blocks")
+    b.add_argument("--refresh", action="store_true",
+                   help="measure present blocks again too, keeping the lower latency (busy machines)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(handler=_build)
 
@@ -50,6 +54,10 @@ def register(subparsers) -> None:
     v.add_argument("--seed", type=int, default=1)
     v.add_argument("--plot", help="scatter plot PNG path")
     v.add_argument("--no-build", action="store_true", help="do not measure missing blocks first")
+    v.add_argument("--refresh-blocks", action="store_true",
+                   help="measure the networks' blocks again, keeping the lower latency (busy machines)")
+    v.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="median (default) or min of the timed runs, for blocks and networks alike")
     v.add_argument("--json", action="store_true")
     v.set_defaults(handler=_validate, space_default="small")
 
@@ -114,9 +122,10 @@ def _build(args) -> int:
         out = {"lut": args.lut, "blocks": len(unique), "missing": len(missing)}
         print_json(out) if args.json else print(f"{len(unique)} distinct blocks, {len(missing)} not in {args.lut}")
         return 0
-    todo = missing[:args.limit] if args.limit else missing
+    todo = unique if args.refresh else missing
+    todo = todo[:args.limit] if args.limit else todo
     counts = build_lut(args.lut, todo, args.backend, iters=args.iters, warmup=args.warmup, threads=args.threads,
-                       progress=False if args.quiet else None)
+                       progress=False if args.quiet else None, refresh=args.refresh)
     counts.update(lut=args.lut, blocks=len(unique), still_missing=len(missing) - counts["measured"]
                   - counts["by_others"])
     if args.json:
@@ -132,11 +141,12 @@ def _validate(args) -> int:
 
     report = validate_lut(args.lut, backend=args.backend, n=args.n, space=_space(args), seed=args.seed,
                           iters=args.iters, warmup=args.warmup, threads=args.threads,
-                          build_missing=not args.no_build, plot=args.plot, progress=False if args.quiet else None)
+                          build_missing=not args.no_build, plot=args.plot, progress=False if args.quiet else None,
+                          statistic=args.statistic, refresh_blocks=args.refresh_blocks)
     if args.json:
         print_json(report.to_dict())
         return 0
-    rows = [["networks", report.n], ["space", report.space], ["backend / device", f"{report.backend} / {report.device_id}"],
+    rows = [["networks", report.n], ["space", report.space], ["statistic", report.statistic], ["backend / device", f"{report.backend} / {report.device_id}"],
             ["Spearman (table sum)", f"{report.spearman_table_sum:.3f}"],
             ["Spearman (calibrated, LOO)", f"{report.spearman_calibrated:.3f}"],
             ["mean error, table sum", f"{report.mean_error_table_sum:+.1%}"],
@@ -196,7 +206,7 @@ def _sample(args) -> int:
         from gpunet.search.estimate import LatencyEstimator
 
         est = LatencyEstimator(args.lut, space, batch=args.batch, precision=args.precision, fill=args.fill,
-                               calibration=not args.no_calibration)
+                               calibration=not args.no_calibration, statistic=args.statistic)
         res = est.estimate(vectors, check=False)
         latency = res.latency_ms
         extra = dict(table_sum_ms=res.table_sum_ms, n_blocks=res.n_blocks, estimated=res.estimated,

@@ -187,19 +187,21 @@ class LatencyEstimator:
 
     def __init__(self, table: Union[LatencyTable, str], space: Optional[SearchSpace] = None, batch: int = 1,
                  precision: str = "fp32", fill: str = "nan", calibration: Union[Calibration, bool, None] = True,
-                 cost_model: Optional[RooflineModel] = None):
+                 cost_model: Optional[RooflineModel] = None, statistic: str = "median"):
         if fill not in ("nan", "costmodel", "error"):
             raise ValueError(f"fill must be 'nan', 'costmodel' or 'error', got {fill!r}")
         self.space = space or SearchSpace()
-        self.batch, self.precision, self.fill = batch, precision, fill
+        self.batch, self.precision, self.fill, self.statistic = batch, precision, fill, statistic
         own = isinstance(table, str)
         table = LatencyTable(table) if own else table
         try:
             self.table_path, self.device_id, self.backend = table.path, table.device_id, table.backend
-            cols = table.block_arrays(self.space.family, batch, precision, self.space.num_classes)
+            cols = table.block_arrays(self.space.family, batch, precision, self.space.num_classes, statistic)
             if calibration is True:
                 cal = table.get_meta("calibration")
-                calibration = Calibration.from_dict(cal) if cal else None
+                # a calibration is only valid for the statistic it was fitted with
+                calibration = Calibration.from_dict(cal) if cal and cal.get("statistic", "median") == statistic \
+                    else None
             elif calibration is False:
                 calibration = None
         finally:
@@ -216,7 +218,7 @@ class LatencyEstimator:
                            cols["act"], cols["h"], check=False)
         order = np.argsort(codes, kind="stable")
         self._codes = codes[order]
-        self._ms = cols["median_ms"][order]
+        self._ms = cols["ms"][order]
         self.cost_model = cost_model
         if fill == "costmodel" and cost_model is None:
             model = RooflineModel()
@@ -292,13 +294,15 @@ class LatencyEstimator:
 
 def estimate_latency(vectors, table: Union[LatencyTable, str], space: Optional[SearchSpace] = None,
                      batch: int = 1, precision: str = "fp32", fill: str = "nan",
-                     calibrate: bool = True) -> EstimateResult:
+                     calibrate: bool = True, statistic: str = "median") -> EstimateResult:
     """Latency of encoded networks from a lookup table (see :class:`LatencyEstimator`)."""
-    return LatencyEstimator(table, space, batch, precision, fill).estimate(vectors, calibrate=calibrate)
+    return LatencyEstimator(table, space, batch, precision, fill, statistic=statistic).estimate(
+        vectors, calibrate=calibrate)
 
 
-def estimate_spec(spec, table: LatencyTable, batch: int = 1, precision: str = "fp32") -> float:
+def estimate_spec(spec, table: LatencyTable, batch: int = 1, precision: str = "fp32",
+                  statistic: str = "median") -> float:
     """Table sum for any :class:`~gpunet.spec.NetworkSpec` (hub models too); NaN if a block is missing."""
     from .lut import spec_blocks
 
-    return float(np.sum(table.lookup(spec_blocks(spec, batch, precision))))
+    return float(np.sum(table.lookup(spec_blocks(spec, batch, precision), statistic)))

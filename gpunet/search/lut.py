@@ -31,7 +31,7 @@ import numpy as np
 from ..spec import LayerSpec, NetworkSpec
 
 __all__ = ["BlockKey", "LatencyTable", "LUTError", "LUTDeviceMismatch", "spec_blocks", "network_blocks",
-           "build_lut", "measure_block", "LUT_FORMAT", "BLOCK_KINDS"]
+           "build_lut", "measure_block", "LUT_FORMAT", "BLOCK_KINDS", "STATISTICS"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,19 @@ CREATE TABLE IF NOT EXISTS claims (
     claimed_at REAL NOT NULL
 );
 """
+
+
+#: what a block's latency is read as: the median of its timed runs (default), or the minimum,
+#: which is steadier on a shared, busy CPU (other processes only ever add time).
+STATISTICS = ("median", "min")
+
+
+def _stat_column(statistic: str) -> str:
+    if statistic == "median":
+        return "median_ms"
+    if statistic == "min":
+        return "COALESCE(min_ms, median_ms)"
+    raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
 
 
 class LUTError(RuntimeError):
@@ -148,6 +161,9 @@ class BlockKey:
 def spec_blocks(spec: NetworkSpec, batch: int = 1, precision: str = "fp32",
                 resolution: Optional[int] = None) -> List[BlockKey]:
     """One key per layer of a network (repeated blocks repeat), in network order."""
+    if spec.tail.pre_logits_channels:
+        raise ValueError(f"spec {spec.name or ''}: tails with pre_logits_channels (distill family) have no "
+                         f"lookup-table block; the table covers head/conv/fused_irb/irb and the plain tail")
     res = resolution or spec.resolution
     sizes = [res] + spec.spatial_sizes(res)  # input of the stem, of each body block, of the tail
     return [BlockKey.from_layer(layer, spec.family, sizes[i], batch=batch, precision=precision,
@@ -354,24 +370,25 @@ class LatencyTable:
     def __contains__(self, key: BlockKey) -> bool:
         return self._conn.execute("SELECT 1 FROM blocks WHERE key = ?", (key.key,)).fetchone() is not None
 
-    def get(self, key: BlockKey) -> Optional[float]:
-        """Median latency (ms) of a block, or ``None`` if not measured."""
-        row = self._conn.execute("SELECT median_ms FROM blocks WHERE key = ?", (key.key,)).fetchone()
+    def get(self, key: BlockKey, statistic: str = "median") -> Optional[float]:
+        """Latency (ms) of a block, or ``None`` if not measured."""
+        row = self._conn.execute(f"SELECT {_stat_column(statistic)} FROM blocks WHERE key = ?", (key.key,)).fetchone()
         return None if row is None else float(row[0])
 
-    def lookup(self, keys: Sequence[BlockKey]) -> np.ndarray:
-        """Median latencies (ms) for many keys; NaN where missing."""
-        have = self.medians({k.key for k in keys})
+    def lookup(self, keys: Sequence[BlockKey], statistic: str = "median") -> np.ndarray:
+        """Latencies (ms) for many keys; NaN where missing."""
+        have = self.medians({k.key for k in keys}, statistic)
         return np.array([have.get(k.key, np.nan) for k in keys], dtype=np.float64)
 
-    def medians(self, keys: Optional[Iterable[str]] = None) -> Dict[str, float]:
+    def medians(self, keys: Optional[Iterable[str]] = None, statistic: str = "median") -> Dict[str, float]:
+        column = _stat_column(statistic)
         if keys is None:
-            return dict(self._conn.execute("SELECT key, median_ms FROM blocks").fetchall())
+            return dict(self._conn.execute(f"SELECT key, {column} FROM blocks").fetchall())
         keys = list(keys)
         out: Dict[str, float] = {}
         for i in range(0, len(keys), 500):
             part = keys[i:i + 500]
-            q = "SELECT key, median_ms FROM blocks WHERE key IN (%s)" % ",".join("?" * len(part))
+            q = f"SELECT key, {column} FROM blocks WHERE key IN (%s)" % ",".join("?" * len(part))
             out.update(self._conn.execute(q, part).fetchall())
         return out
 
@@ -397,28 +414,35 @@ class LatencyTable:
                               else (np.float64 if c in ("expansion", "median_ms") else np.int64))
         return out
 
-    def block_arrays(self, family: str, batch: int, precision: str, classes: int) -> Dict[str, np.ndarray]:
+    def block_arrays(self, family: str, batch: int, precision: str, classes: int,
+                     statistic: str = "median") -> Dict[str, np.ndarray]:
         """Numeric columns of the rows that apply to one family / batch / precision / class count
-        (``kind`` and ``act`` as indices into :data:`BLOCK_KINDS` and the activation names)."""
+        (``kind`` and ``act`` as indices into :data:`BLOCK_KINDS` and the activation names);
+        ``ms`` is the block's median or minimum latency (see :data:`STATISTICS`)."""
+        column = _stat_column(statistic)
         from .space import ACT_CODES
 
         kind_case = " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(BLOCK_KINDS))
         act_case = " ".join(f"WHEN '{a}' THEN {i}" for i, a in enumerate(ACT_CODES))
         rows = self._conn.execute(
             f"SELECT CASE kind {kind_case} ELSE -1 END, in_channels, out_channels, kernel_size, stride, expansion, "
-            f"se, CASE act {act_case} ELSE -1 END, height, median_ms FROM blocks WHERE family = ? AND batch = ? "
+            f"se, CASE act {act_case} ELSE -1 END, height, {column} FROM blocks WHERE family = ? AND batch = ? "
             f"AND precision = ? AND height = width AND (kind != 'tail' OR classes = ?)",
             (family, batch, precision, classes)).fetchall()
         a = np.array(rows, dtype=np.float64).reshape(-1, 10)
-        names = ("kind", "cin", "cout", "k", "stride", "e", "se", "act", "h", "median_ms")
-        out = {n: (a[:, i] if n in ("e", "median_ms") else a[:, i].astype(np.int64)) for i, n in enumerate(names)}
+        names = ("kind", "cin", "cout", "k", "stride", "e", "se", "act", "h", "ms")
+        out = {n: (a[:, i] if n in ("e", "ms") else a[:, i].astype(np.int64)) for i, n in enumerate(names)}
         if (out["kind"] < 0).any() or (out["act"] < 0).any():
             raise LUTError(f"{self.path}: rows with unknown block kind or activation (file from a newer version?)")
         return out
 
     # -- writing -----------------------------------------------------------------------------------
-    def put(self, key: BlockKey, result: Any, source: str = "measured") -> None:
-        """Record one measurement (a ``BenchmarkResult`` or a dict with ``median_ms``)."""
+    def put(self, key: BlockKey, result: Any, source: str = "measured", keep_lower: bool = False) -> None:
+        """Record one measurement (a ``BenchmarkResult`` or a dict with ``median_ms``).
+
+        ``keep_lower``: when the key is already there, keep whichever median is lower (and the
+        lower minimum): repeated measurements on a busy machine converge on the undisturbed time.
+        """
         values = dict(result) if isinstance(result, dict) else _result_row(result)
         values.setdefault("iters", None)
         row = key.to_row()
@@ -426,6 +450,16 @@ class LatencyTable:
         row.update(key=key.key, source=source, measured_at=time.time())
         names = list(row)
         with self._transaction():
+            old = self._conn.execute("SELECT median_ms, min_ms FROM blocks WHERE key = ?", (key.key,)).fetchone() \
+                if keep_lower else None
+            if old is not None:
+                mins = [m for m in (old[1], row["min_ms"]) if m is not None]
+                if old[0] <= row["median_ms"]:
+                    self._conn.execute("UPDATE blocks SET min_ms = ? WHERE key = ?", (min(mins) if mins else None,
+                                                                                     key.key))
+                    self._conn.execute("DELETE FROM claims WHERE key = ?", (key.key,))
+                    return
+                row["min_ms"] = min(mins) if mins else None
             self._conn.execute(f"INSERT OR REPLACE INTO blocks({', '.join(names)}) VALUES "
                                f"({', '.join('?' * len(names))})", [row[n] for n in names])
             self._conn.execute("DELETE FROM claims WHERE key = ?", (key.key,))
@@ -449,11 +483,11 @@ class LatencyTable:
                                        f"({', '.join('?' * len(names))})", [[r[n] for n in names] for r in rows])
         return len(rows)
 
-    def _claim(self, key: BlockKey, owner: str, claim_timeout: float) -> str:
+    def _claim(self, key: BlockKey, owner: str, claim_timeout: float, refresh: bool = False) -> str:
         """'done' (already measured), 'busy' (a live worker has it) or 'mine' (claimed now)."""
         host, now = socket.gethostname(), time.time()
         with self._transaction():
-            if self._conn.execute("SELECT 1 FROM blocks WHERE key = ?", (key.key,)).fetchone():
+            if not refresh and self._conn.execute("SELECT 1 FROM blocks WHERE key = ?", (key.key,)).fetchone():
                 return "done"
             row = self._conn.execute("SELECT owner, host, pid, claimed_at FROM claims WHERE key = ?",
                                      (key.key,)).fetchone()
@@ -470,19 +504,20 @@ class LatencyTable:
             self._conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key.key, owner))
 
     def fill(self, keys: Iterable[BlockKey], measure: Callable[[BlockKey], Any], progress: Optional[bool] = None,
-             claim_timeout: float = 900.0, poll: float = 0.5, fingerprint: Optional[Dict[str, Any]] = None
-             ) -> Dict[str, int]:
+             claim_timeout: float = 900.0, poll: float = 0.5, fingerprint: Optional[Dict[str, Any]] = None,
+             refresh: bool = False) -> Dict[str, int]:
         """Measure every key not yet in the table; returns counts (measured / present / by others).
 
         ``measure(key)`` returns a ``BenchmarkResult`` (see :func:`measure_block`). Safe to run in
         several processes at once and to interrupt: finished keys stay, claims are released.
+        ``refresh=True`` measures present keys again and keeps the lower latency (see :meth:`put`).
         """
         from tqdm.auto import tqdm
 
         if fingerprint is not None:
             self.check_device(fingerprint)
         keys = list(keys)
-        todo = self.missing(keys)
+        todo = list({k.key: k for k in keys}.values()) if refresh else self.missing(keys)
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         counts = {"requested": len({k.key for k in keys}), "measured": 0, "by_others": 0}
         bar = tqdm(total=len(todo), unit="block", desc=f"lut {self.backend}", disable=(not progress) if
@@ -491,7 +526,7 @@ class LatencyTable:
             while todo:
                 waiting = []
                 for key in todo:
-                    state = self._claim(key, owner, claim_timeout)
+                    state = self._claim(key, owner, claim_timeout, refresh)
                     if state == "busy":
                         waiting.append(key)
                         continue
@@ -501,7 +536,7 @@ class LatencyTable:
                         continue
                     try:
                         result = measure(key)
-                        self.put(key, result)
+                        self.put(key, result, keep_lower=refresh)
                     except BaseException:
                         self._release(key, owner)
                         raise
@@ -513,7 +548,7 @@ class LatencyTable:
                 todo = waiting
         finally:
             bar.close()
-        counts["present"] = counts["requested"] - counts["measured"] - counts["by_others"]
+        counts["present"] = 0 if refresh else counts["requested"] - counts["measured"] - counts["by_others"]
         return counts
 
     def merge(self, other: "LatencyTable") -> int:
@@ -557,7 +592,7 @@ class LatencyTable:
 def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50, warmup: int = 10,
               threads: Optional[int] = None, progress: Optional[bool] = None,
               fingerprint: Optional[Dict[str, Any]] = None,
-              measure: Optional[Callable[[BlockKey], Any]] = None) -> Dict[str, int]:
+              measure: Optional[Callable[[BlockKey], Any]] = None, refresh: bool = False) -> Dict[str, int]:
     """Create or extend the table at ``path`` with every missing key, measured on this device.
 
     ``threads`` (CPU backends) is fixed when the table is created; later builds reuse it and
@@ -570,4 +605,4 @@ def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50
     with LatencyTable(path, backend=backend, fingerprint=fingerprint, create=True) as table:
         threads = table.resolve_threads(threads)
         measure = measure or (lambda key: measure_block(key, backend, iters=iters, warmup=warmup, threads=threads))
-        return table.fill(list(keys), measure, progress=progress, fingerprint=fingerprint)
+        return table.fill(list(keys), measure, progress=progress, fingerprint=fingerprint, refresh=refresh)

@@ -30,6 +30,7 @@ class ValidationReport:
     space: str
     n: int
     seed: int
+    statistic: str
     spearman_table_sum: float
     spearman_calibrated: float
     mean_error_table_sum: float  # mean of (table_sum - measured) / measured
@@ -62,7 +63,7 @@ def _loo_calibrated(sums: np.ndarray, nblocks: np.ndarray, measured: np.ndarray)
 def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space: Optional[SearchSpace] = None,
                  seed: int = 0, iters: int = 30, warmup: int = 5, threads: Optional[int] = None,
                  build_missing: bool = True, save_calibration: bool = True, plot: Optional[str] = None,
-                 progress: Optional[bool] = None,
+                 progress: Optional[bool] = None, statistic: str = "median", refresh_blocks: bool = False,
                  measure_network: Optional[Callable[[Any], float]] = None) -> ValidationReport:
     """Measure ``n`` sampled networks end to end and compare with the table's estimate."""
     from ..builder import build_model
@@ -76,17 +77,18 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     measured_blocks = 0
     if build_missing:
         counts = build_lut(lut_path, network_blocks(space, vectors), backend, iters=iters, warmup=warmup,
-                           threads=threads, progress=progress)
+                           threads=threads, progress=progress, refresh=refresh_blocks)
         measured_blocks = counts["measured"]
     with LatencyTable(lut_path, backend=backend, fingerprint=device_fingerprint(backend)) as table:
         threads = table.get_meta("threads", threads)
-        est = LatencyEstimator(table, space, fill="error", calibration=False).estimate(vectors)
+        est = LatencyEstimator(table, space, fill="error", calibration=False, statistic=statistic).estimate(vectors)
 
         if measure_network is None:
             def measure_network(spec):
-                return benchmark(build_model(spec), backend=backend, input_shape=(1, 3, spec.resolution,
-                                                                                  spec.resolution),
-                                 iters=iters, warmup=warmup, threads=threads).median_ms
+                result = benchmark(build_model(spec), backend=backend, input_shape=(1, 3, spec.resolution,
+                                                                                    spec.resolution),
+                                   iters=iters, warmup=warmup, threads=threads)
+                return result.min_ms if statistic == "min" else result.median_ms
 
         from tqdm.auto import tqdm
 
@@ -97,7 +99,8 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         calibration = Calibration.fit(sums, nblocks, measured)
         loo = _loo_calibrated(sums, nblocks, measured)
         if save_calibration:
-            table.set_meta("calibration", {**calibration.to_dict(), "space": space.name, "fitted_at": time.time()})
+            table.set_meta("calibration", {**calibration.to_dict(), "space": space.name, "statistic": statistic,
+                                           "fitted_at": time.time()})
         device_id = table.device_id
 
     from scipy.stats import spearmanr
@@ -105,7 +108,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     rel_loo = (loo - measured) / measured
     rel_in = (calibration.apply(sums, nblocks) - measured) / measured
     report = ValidationReport(
-        lut=lut_path, backend=backend, device_id=device_id, space=space.name, n=n, seed=seed,
+        lut=lut_path, backend=backend, device_id=device_id, space=space.name, n=n, seed=seed, statistic=statistic,
         spearman_table_sum=float(spearmanr(sums, measured)[0]),
         spearman_calibrated=float(spearmanr(loo, measured)[0]),
         mean_error_table_sum=float(np.mean((sums - measured) / measured)),
