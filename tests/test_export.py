@@ -75,6 +75,7 @@ def test_static_batch_is_fixed(out):
     assert report.checked_batches == (2,) and report.input_shape == (2, 3, 16, 16)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape == [2, 3, 16, 16]
+    assert trt_mod._onnx_compute_dtype(str(path)) == "float32"
     with pytest.raises(Exception, match="dimension"):
         sess.run(None, {sess.get_inputs()[0].name: np.zeros((3, 3, 16, 16), np.float32)})
 
@@ -85,7 +86,7 @@ def test_half_export_is_fp16_and_close(out):
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert 0 < report.max_rel_err <= 2e-2  # fp16 rounding is visible but small
     # what build_engine reads to decide whether TensorRT 11 can build FP16 from this file
-    assert trt_mod._onnx_input_dtype(str(out / "h.onnx")) == "float16"
+    assert trt_mod._onnx_compute_dtype(str(out / "h.onnx")) == "float16"
 
 
 def test_any_module_needs_input_shape(out):

@@ -131,11 +131,17 @@ def resolve_model_input(model_or_name: Union[str, nn.Module], batch_size: int = 
 @contextlib.contextmanager
 def _quiet_exporter():
     """The exporter logs progress with print/warnings; library code stays silent."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        for name in ("torch.onnx", "torch.export", "onnxscript"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        yield
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
 
 def _validate_export_args(dynamic_batch: Any, opset: Any, half: Any) -> int:
@@ -153,7 +159,7 @@ def _validate_export_args(dynamic_batch: Any, opset: Any, half: Any) -> int:
 def export_onnx_proto(model: nn.Module, input_shape: Sequence[int], dynamic_batch: bool = False,
                       opset: Optional[int] = None, half: bool = False):
     """Export ``model`` to an in-memory ``onnx.ModelProto`` (weights inside, BN folded)."""
-    onnx = require("onnx", "onnx", "ONNX export")
+    require("onnx", "onnx", "ONNX export")
     require("onnxscript", "onnx", "ONNX export")
     opset = _validate_export_args(dynamic_batch, opset, half)
     model = copy.deepcopy(model).eval()

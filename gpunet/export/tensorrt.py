@@ -19,7 +19,7 @@ import os
 import re
 import statistics
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .._io import atomic_write_bytes
 
@@ -81,7 +81,7 @@ def validate_engine_options(precision: str = "fp16", workspace_gb: float = 4.0, 
                             major: int = 10, onnx_dtype: Optional[str] = None) -> EngineOptions:
     """Check build options against the TensorRT generation (``major``) and the ONNX input type.
 
-    ``onnx_dtype`` is the graph's input element type (``"float32"`` / ``"float16"``), if known.
+    ``onnx_dtype`` is the float type the ONNX graph computes in (``"float32"`` / ``"float16"``), if known.
     """
     if precision not in TENSORRT_PRECISIONS:
         extra = " (int8 needs a calibration set, which gpunet does not build)" if precision == "int8" else ""
@@ -104,22 +104,31 @@ def validate_engine_options(precision: str = "fp16", workspace_gb: float = 4.0, 
         if onnx_dtype != want:
             how = "export_onnx(..., half=True)" if precision == "fp16" else f"an ONNX export in {want}"
             raise ValueError(f"TensorRT {major} builds strongly typed networks, so precision {precision!r} comes "
-                             f"from the ONNX tensor types, but this graph's input is {onnx_dtype}: use {how}"
+                             f"from the ONNX tensor types, but this graph computes in {onnx_dtype}: use {how}"
                              + (" or precision='fp16'" if onnx_dtype == "float16" else ""))
     return EngineOptions(precision, int(workspace_gb * (1 << 30)), batch, max_batch, bool(strongly_typed))
 
 
-def _onnx_input_dtype(onnx_path: str) -> Optional[str]:
+def _onnx_compute_dtype(onnx_path: str) -> Optional[str]:
+    """The float type the graph computes in: its float weights' type (an AutoCast / ``half=True``
+    export keeps FP16 weights even with FP32 I/O), else its first input's type."""
     try:
         import onnx
     except ImportError:
         return None
     model = onnx.load(onnx_path, load_external_data=False)
+    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+             onnx.TensorProto.BFLOAT16: "bfloat16"}
+    weights = {names[t.data_type] for t in model.graph.initializer if t.data_type in names}
+    for low in ("float16", "bfloat16"):
+        if low in weights:
+            return low
+    if weights:
+        return "float32"
     if not model.graph.input:
         return None
     elem = model.graph.input[0].type.tensor_type.elem_type
-    return {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
-            onnx.TensorProto.BFLOAT16: "bfloat16"}.get(elem, onnx.TensorProto.DataType.Name(elem).lower())
+    return names.get(elem, onnx.TensorProto.DataType.Name(elem).lower())
 
 
 def _builder(trt, logger):
@@ -156,7 +165,7 @@ def build_engine(onnx_path: Union[str, os.PathLike], engine_path: Union[str, os.
     trt = _import_tensorrt()
     major, minor = parse_tensorrt_version(trt.__version__)
     opts = validate_engine_options(precision, workspace_gb, batch, max_batch, strongly_typed, major,
-                                   _onnx_input_dtype(onnx_path))
+                                   _onnx_compute_dtype(onnx_path))
     logger = trt.Logger(trt.Logger.WARNING)
     builder = _builder(trt, logger)
     flags = 0

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
