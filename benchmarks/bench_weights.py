@@ -13,7 +13,6 @@ Both are timed into the same, already built model, interleaved, files in the OS 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys

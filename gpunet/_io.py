@@ -30,6 +30,21 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
         raise
 
 
+@contextlib.contextmanager
+def file_lock(path: PathLike) -> Iterator[None]:
+    """Exclusive inter-process lock on ``path + '.lock'`` (blocks until free)."""
+    import fcntl
+
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -22,7 +22,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .spec import NetworkSpec, SpecError, parse_spec
 
@@ -288,29 +288,16 @@ def query(max_latency_ms: Optional[float] = None, gpu: str = "gv100", min_top1: 
     return get_registry().query(max_latency_ms, gpu, min_top1, distilled, batch, engine)
 
 
-@contextlib.contextmanager
-def _file_lock(path: str) -> Iterator[None]:
-    import fcntl
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
 def update_user_registry(change: Callable[[Dict[str, Any]], None], path: Optional[str] = None) -> str:
     """Apply ``change(data)`` to the user registry under a file lock and write it atomically.
 
     ``data`` has ``devices`` / ``models`` / ``latency`` sections in the packaged schema.
     The merged result is validated before anything is written. Returns the file path.
     """
-    from ._io import atomic_write_text
+    from ._io import atomic_write_text, file_lock
 
     path = path or user_registry_path()
-    with _file_lock(path):
+    with file_lock(path):
         if os.path.exists(path):
             data = _read_json(path)
         else:

@@ -13,8 +13,8 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 __all__ = [
     "LayerSpec", "NetworkSpec", "SpecError", "load_spec", "save_spec", "parse_spec",

@@ -1,10 +1,8 @@
 """NVIDIA checkpoint -> safetensors conversion, manual import, the manifest files and the CLI."""
 from __future__ import annotations
 
-import io
 import json
 import os
-import zipfile
 
 import pytest
 import torch

@@ -8,14 +8,13 @@ import subprocess
 import sys
 import textwrap
 import warnings
-import zipfile
 
 import pytest
 import torch
 
 import gpunet
-from gpunet.weights import (CacheCorruptError, ChecksumError, DownloadError, ManifestError,
-                            WeightsNotCachedError, cache_root, fetch_weights, load_manifest)
+from gpunet.weights import (CacheCorruptError, DownloadError, ManifestError, WeightsNotCachedError,
+                            cache_root, load_manifest)
 from gpunet.weights.download import download_url
 from test_weights_support import Mirror, mirror_manifest, ngc_path, ngc_zip_bytes, nvidia_checkpoint_bytes
 

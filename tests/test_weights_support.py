@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.request
 import zipfile
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 

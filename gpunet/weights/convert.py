@@ -23,7 +23,8 @@ from ..checkpoint import CheckpointError, extract_state_dict, load_state_dict_ch
     to_gpunet_state_dict
 from ..registry import get_registry
 from .cache import cache_file, write_record
-from .download import file_lock, sha256_file
+from .._io import file_lock
+from .download import sha256_file
 from .manifest import Manifest, Source, Variant, load_manifest
 
 __all__ = ["is_archive", "extract_member", "read_weights", "check_fits", "convert_to_safetensors", "import_weights",

@@ -16,9 +16,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Iterator, Optional
+from typing import Optional
 
-__all__ = ["DownloadError", "ChecksumError", "download_url", "file_lock", "sha256_file", "offline_mode",
+
+__all__ = ["DownloadError", "ChecksumError", "download_url", "sha256_file", "offline_mode",
            "show_progress"]
 
 log = logging.getLogger(__name__)
@@ -53,20 +54,6 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def file_lock(path: str) -> Iterator[None]:
-    """Exclusive inter-process lock on ``path + '.lock'`` (blocks until free)."""
-    import fcntl
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def _progress_bar(total: Optional[int], initial: int, desc: str, enabled: bool):

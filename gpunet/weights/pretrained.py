@@ -12,8 +12,8 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint
 from .cache import cache_file, check_record, read_record, variant_dir, write_record
-from .download import ChecksumError, DownloadError, download_url, file_lock, offline_mode, sha256_file, \
-    show_progress
+from .._io import file_lock
+from .download import ChecksumError, DownloadError, download_url, offline_mode, sha256_file, show_progress
 from .manifest import Manifest, Source, Variant, load_manifest
 
 __all__ = ["WeightsNotCachedError", "choose_variant", "fetch_weights", "load_pretrained", "cached_path"]
