@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 import gpunet
 from gpunet.search import SearchSpace, SearchSpaceError, stratify, stratum_labels
-from gpunet.search.space import ACT_CODES
 
 SPACE = SearchSpace()
 
@@ -45,9 +44,7 @@ def test_sample_is_seeded_valid_and_covers_every_choice():
     assert SPACE.is_valid(a).all()
     for g in SPACE.genes:
         values, counts = np.unique(a[:, g.index], return_counts=True)
-        if g.field in ("layers", "resolution", "stage0"):
-            assert set(values) == set(g.choices)
-        # evenly spread: live genes of stages that may be empty are canonicalised, so skip those
+        # evenly spread (genes of stages 5 and 7 other than #layers are canonicalised when empty)
         if not (g.stage in (5, 7) and g.field != "layers"):
             assert set(values) == set(g.choices), g.name
             assert counts.min() / counts.max() > 0.8, (g.name, counts)

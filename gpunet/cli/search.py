@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List, Optional
-
 from ._fmt import format_table, print_json
 
 

@@ -10,7 +10,7 @@ looked up in the table's sorted codes with ``searchsorted``; no Python loop over
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 

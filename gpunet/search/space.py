@@ -19,12 +19,12 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from ..blocks import conv_padding
-from ..spec import ACTIVATIONS, LayerSpec, NetworkSpec, SpecError
+from ..spec import ACTIVATIONS, LayerSpec, NetworkSpec
 
 __all__ = ["StageSpace", "SearchSpace", "Gene", "ACT_CODES", "SPACE_FORMAT", "SearchSpaceError"]
 
