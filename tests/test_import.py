@@ -1,4 +1,5 @@
 """`import gpunet` stays light: optional heavy dependencies load only when used."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ def test_import_does_not_pull_heavy_dependencies():
 
 
 def test_quickstart_example_runs():
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "examples/quickstart.py", "--max-latency-ms", "0.7", "--gpu", "gv100"],
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
+                       capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert "gpunet-p0" in r.stdout and "logits (1, 1000)" in r.stdout
