@@ -223,7 +223,9 @@ class Registry:
                     if k not in ("latency_ms", "batch", "precision", "engine", "kind", "source", "origin")}
         return ModelCard(
             name=n, gpu=d, latency_ms=e.get("latency_ms"), top1=info.get("top1"), params=info.get("params"),
-            resolution=info.get("resolution") or self.spec(n).resolution, flops=info.get("flops"),
+            # a tier measured at another input size says so: the card shows the size it holds for
+            resolution=e.get("resolution") or info.get("resolution") or self.spec(n).resolution,
+            flops=info.get("flops"),
             crop_pct=info.get("crop_pct", 1.0), distilled=bool(info.get("distilled", False)),
             teacher=info.get("teacher"), family=info.get("family", "standard"), batch=batch,
             precision=e.get("precision"), engine=e.get("engine"), latency_kind=e.get("kind"),

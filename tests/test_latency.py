@@ -106,6 +106,7 @@ def test_cli_bench_save_query_round_trip(capsys):
     m = card.measurement
     assert m["fingerprint_id"] and m["date"] and m["p90_ms"] >= card.latency_ms and m["std_ms"] >= 0
     assert m["resolution"] == 64 and m["iters"] == 3
+    assert card.latency_kind == "measured" and card.resolution == 64  # the size the figure holds for
     dev = gpunet.registry.get_registry().devices["my-cpu"]
     assert dev["fingerprint"]["backend"] == "onnxruntime" and dev["kind"] == "cpu"
     model = gpunet.get_model("gpunet-p0", gpu="my-cpu")

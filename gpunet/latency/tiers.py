@@ -63,7 +63,7 @@ def save_tiers(results: Iterable[BenchmarkResult], device_name: Optional[str] = 
         per_model = data["latency"].setdefault(device, {})
         for r in results:
             entry = {"latency_ms": round(r.median_ms, 4), "batch": r.batch_size, "precision": r.precision,
-                     "engine": engine_label(r), "kind": "median " + r.timing,
+                     "engine": engine_label(r), "kind": "measured", "timing": "median " + r.timing,
                      "source": f"gpunet bench, {r.iters} iterations after {r.warmup} warm-up",
                      "date": r.date, "p90_ms": round(r.p90_ms, 4), "p99_ms": round(r.p99_ms, 4),
                      "std_ms": round(r.std_ms, 4), "min_ms": round(r.min_ms, 4), "iters": r.iters,
