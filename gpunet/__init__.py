@@ -14,10 +14,10 @@ from typing import Any
 
 from .builder import build_model
 from .checkpoint import CheckpointError, load_checkpoint
-from .hub import get_model
+from .hub import get_model, load_spec
 from .model import GPUNet
 from .registry import ModelCard, UnknownNameError, list_devices, list_models, query
-from .spec import LayerSpec, NetworkSpec, SpecError, load_spec, save_spec
+from .spec import LayerSpec, NetworkSpec, SpecError, save_spec
 from . import timm_models as _timm_models  # noqa: F401  (registers gpunet_* with timm)
 
 __version__ = "0.1.0"

@@ -73,7 +73,7 @@ def build_stages(spec: NetworkSpec, drop_path_rate: float = 0.0) -> nn.Sequentia
 
 
 def build_model(spec: NetworkSpec, **kwargs) -> nn.Module:
-    """Build a :class:`~gpunet.model.GPUNet` from a spec (or a spec file / hub name).
+    """Build a :class:`~gpunet.model.GPUNet` from a spec or a spec file (hub names: ``get_model``).
 
     Keyword arguments are those of :class:`~gpunet.model.GPUNet` (``num_classes``,
     ``in_chans``, ``drop_rate``, ``drop_path_rate``, ``global_pool``).

@@ -1,15 +1,25 @@
 """``get_model``: a hub name (or spec) in, a ready ``nn.Module`` out."""
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
 from .builder import build_model
 from .registry import get_registry
+from . import spec as spec_module
 from .spec import NetworkSpec
 
-__all__ = ["get_model", "wrap_features"]
+__all__ = ["get_model", "load_spec", "wrap_features"]
+
+
+def load_spec(path_or_name: Union[str, os.PathLike]) -> NetworkSpec:
+    """A spec from a file (our format or NVIDIA's) or a hub model name (``"gpunet-0"``)."""
+    path = os.fspath(path_or_name)
+    if not os.path.exists(path) and not path.lower().endswith(".json") and os.sep not in path:
+        return get_registry().spec(path)
+    return spec_module.load_spec(path)
 
 
 def wrap_features(model: nn.Module, out_indices: Optional[Sequence[int]] = None) -> nn.Module:
@@ -48,9 +58,7 @@ def get_model(name: Union[str, NetworkSpec], gpu: Optional[str] = None, pretrain
     if isinstance(name, NetworkSpec):
         spec = name
     elif isinstance(name, str) and (name.endswith(".json") or "/" in name):
-        from .spec import load_spec
-
-        spec = load_spec(name)
+        spec = spec_module.load_spec(name)
     else:
         hub_name = reg.resolve_model(name)
         spec = reg.spec(hub_name)

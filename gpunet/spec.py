@@ -284,14 +284,10 @@ def parse_spec(data: Any, source: Optional[str] = None) -> NetworkSpec:
     return spec.validate(source=source)
 
 
-def load_spec(path_or_name: Union[str, os.PathLike]) -> NetworkSpec:
-    """Read a spec file (our format or NVIDIA's) or a hub model name (``"gpunet-0"``)."""
-    path = os.fspath(path_or_name)
+def load_spec(path: Union[str, os.PathLike]) -> NetworkSpec:
+    """Read a spec file: our format or NVIDIA's (``gpunet.load_spec`` also takes hub names)."""
+    path = os.fspath(path)
     if not os.path.exists(path):
-        if not path.lower().endswith(".json") and os.sep not in path:
-            from .registry import get_registry  # a hub name, not a file
-
-            return get_registry().spec(path)
         raise FileNotFoundError(f"spec file not found: {path}")
     with open(path, "r", encoding="utf-8") as f:
         text = f.read()

@@ -135,9 +135,13 @@ def test_save_spec_leaves_nothing_behind_on_failure(tmp_path):
 
 
 def test_load_spec_accepts_hub_names():
-    assert load_spec("GPUNet_1") == Registry().spec("gpunet-1")
+    import gpunet
+
+    assert gpunet.load_spec("GPUNet_1") == Registry().spec("gpunet-1")
+    with pytest.raises(ValueError, match="unknown model"):
+        gpunet.load_spec("gpunet-9")
     with pytest.raises(FileNotFoundError):
-        load_spec("missing/file.json")
+        gpunet.load_spec("missing/file.json")
 
 
 def test_spatial_sizes_reproduce_unpadded_fused_convs():

@@ -101,7 +101,7 @@ def _build(args) -> int:
     from gpunet.search.lut import LatencyTable, build_lut, network_blocks, spec_blocks
 
     if args.model:
-        from gpunet.spec import load_spec
+        from gpunet.hub import load_spec
 
         keys = [k for m in args.model for k in spec_blocks(load_spec(m))]
     else:
