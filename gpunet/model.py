@@ -167,7 +167,7 @@ class GPUNet(nn.Module):
                 intermediates.append(x)
         if intermediates_only:
             return intermediates
-        if len(intermediates) and stop_early and last_stage < len(self.stages) - 1:
+        if stop_early and last_stage < len(self.stages) - 1:  # truncated: the head conv would not fit
             return x, intermediates
         return self.conv_head(x), intermediates
 

@@ -121,6 +121,10 @@ def _check_entries(data: Dict[str, Any], path: str) -> None:
                                         f"positive number, got {lat!r}")
 
 
+def _entry_key(entry: Dict[str, Any]) -> Tuple[int, Optional[str], Optional[str]]:
+    return entry.get("batch", 1), entry.get("precision"), entry.get("engine")
+
+
 class Registry:
     """Packaged registry merged with the user's. Models keep packaged order, then user order."""
 
@@ -157,8 +161,7 @@ class Registry:
                 m = normalize_name(model)
                 merged = list(target.get(m, []))
                 for e in entries:  # a user entry replaces the one with the same batch/precision/engine
-                    keyf = lambda x: (x.get("batch", 1), x.get("precision"), x.get("engine"))
-                    merged = [x for x in merged if keyf(x) != keyf(e)] + [dict(e, origin=origin)]
+                    merged = [x for x in merged if _entry_key(x) != _entry_key(e)] + [dict(e, origin=origin)]
                 target[m] = merged
 
     # -- lookups ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from .model import GPUNet
-from .registry import get_registry
+from .registry import Registry
 
 __all__ = ["TIMM_NAMES", "create_gpunet"]
 
@@ -22,8 +22,13 @@ TIMM_NAMES = {
 }
 
 
+# Packaged data only: the timm names cover the packaged models, and a damaged user registry file
+# must not break `import gpunet` (it fails where it is used instead).
+_PACKAGED = Registry()
+
+
 def _cfg(hub_name: str) -> Dict[str, Any]:
-    reg = get_registry()
+    reg = _PACKAGED
     spec, info = reg.spec(hub_name), reg.model_info(hub_name)
     r = spec.resolution
     pool = spec.spatial_sizes(r)[-1]
@@ -47,7 +52,7 @@ def create_gpunet(variant: str, pretrained: bool = False, **kwargs: Any) -> GPUN
     features_only = kwargs.pop("features_only", False)
     out_indices = kwargs.pop("out_indices", None)
     overlay = kwargs.get("pretrained_cfg_overlay") or {}
-    model = build_model_with_cfg(GPUNet, variant, pretrained=False, spec=get_registry().spec(hub_name), **kwargs)
+    model = build_model_with_cfg(GPUNet, variant, pretrained=False, spec=_PACKAGED.spec(hub_name), **kwargs)
     if pretrained:
         if overlay.get("file"):
             from .checkpoint import load_checkpoint
