@@ -6,7 +6,12 @@ encoding, Sobol-sampled pools, a per-block latency lookup table and stratificati
     pool = space.sample(1_000_000, seed=0)        # (n, 41) int64
     spec = space.decode(pool[0])                  # NetworkSpec -> gpunet.build_model(spec)
 
-Heavy parts (onnxruntime, matplotlib) load inside the functions that need them.
+Section 3.3's ask/tell algorithms search a pool (or one latency group of it):
+
+    from gpunet.search import LaMCTS
+    algo = LaMCTS(pool, seed=0); x = algo.ask(); algo.tell(x, 0.731); algo.best()
+
+Heavy parts (onnxruntime, matplotlib, scikit-learn, optuna) load inside the functions that need them.
 """
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ _LAZY = {
     "LatencyEstimator": ".estimate", "estimate_latency": ".estimate", "Calibration": ".estimate",
     "RooflineModel": ".costmodel",
     "validate_lut": ".validate", "ValidationReport": ".validate",
+    # section 3.3: ask/tell search algorithms (scikit-learn / optuna load on first use)
+    "LaMCTS": ".algorithms", "TPESearch": ".algorithms", "RandomSearch": ".algorithms",
+    "SearchAlgorithm": ".algorithms", "SearchError": ".algorithms", "SearchExhausted": ".algorithms",
 }
 
 __all__ = ["ACT_CODES", "Gene", "SearchSpace", "SearchSpaceError", "StageSpace", "LatencyGroup", "stratify",
