@@ -3,15 +3,42 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from typing import Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` is racy)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: str) -> int:
+    """The replaced file's mode, else what ``open(path, "w")`` would give (0666 minus the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
-    """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    The file ends with the mode a plain write would give it (``mkstemp`` makes 0600, which a
+    server running as another user could not read), or the mode of the file it replaces.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -23,6 +50,8 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        if os.path.exists(tmp):  # a writer may have replaced or removed the temp file itself
+            os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -118,4 +118,8 @@ def export_openvino(model_or_name: Union[str, nn.Module], path: Union[str, os.Pa
             os.replace(os.path.join(tmpdir, "model.bin"), bin_tmp)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+        # Two renames cannot be one atomic step: drop the old .xml first, so a crash between the
+        # .bin and .xml renames leaves a lone .bin (nothing loads it), never an old .xml + new .bin.
+        if os.path.exists(path):
+            os.unlink(path)
     return report
