@@ -30,6 +30,7 @@ _LAZY = {
     "save_tiers": ".latency", "plot_pareto": ".plot",
     "load_pretrained": ".weights", "fetch_weights": ".weights", "convert_to_safetensors": ".weights",
     "evaluate": ".train",
+    "quantize": ".export.quantize",
 }
 
 __all__ = [
