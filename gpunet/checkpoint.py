@@ -16,6 +16,7 @@ from torch import nn
 
 from .nvidia import is_nvidia_state_dict, state_dict_from_nvidia
 from .spec import NetworkSpec
+from .errors import GPUNetError
 
 __all__ = ["CheckpointError", "read_checkpoint", "extract_state_dict", "to_gpunet_state_dict",
            "load_state_dict_checked", "load_checkpoint", "SAFE_GLOBALS"]
@@ -26,7 +27,7 @@ SAFE_GLOBALS = [argparse.Namespace]
 CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(GPUNetError, RuntimeError):
     """A checkpoint does not fit the architecture; the message lists the offending keys."""
 
 
@@ -38,7 +39,11 @@ def read_checkpoint(path: str) -> Any:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(path, device="cpu")
+        try:
+            return load_file(path, device="cpu")
+        except Exception as e:  # SafetensorError (bad header, truncated data) has no public base class
+            raise CheckpointError(f"{path}: not a valid safetensors file ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''})") from e
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -27,7 +27,8 @@ class Mirror:
     """An HTTP server on 127.0.0.1 serving in-memory files.
 
     ``drop_after[path] = n``: the next request for ``path`` sends n bytes then closes the
-    connection. ``ranges=False`` ignores Range headers. ``delay`` sleeps per 64 KiB chunk.
+    connection. ``ranges=False`` ignores Range headers; ``bad_206=True`` answers a Range with 206
+    and the whole body (``Content-Range: bytes 0-...``). ``delay`` sleeps per 64 KiB chunk.
     Every request is logged as ``(path, range_header, status)``. ``hub(...)`` also serves a file
     the way the Hugging Face Hub does (``/<repo>/resolve/<revision>/<file>`` with commit and ETag
     headers), for ``hf_hub_download(endpoint=...)``.
@@ -38,6 +39,7 @@ class Mirror:
         self.hub_headers: Dict[str, Dict[str, str]] = {}
         self.drop_after: Dict[str, int] = {}
         self.ranges = True
+        self.bad_206 = False
         self.delay = 0.0
         self.requests: List[tuple] = []
         self._lock = threading.Lock()
@@ -74,7 +76,11 @@ class Mirror:
                     self.send_error(404)
                     return
                 start = 0
-                if rng and mirror.ranges:
+                if rng and mirror.bad_206:  # claims a partial answer but sends the whole body
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+                    status = 206
+                elif rng and mirror.ranges:
                     start = int(rng.split("=")[1].split("-")[0])
                     if start >= len(data):
                         mirror._log(path, rng, 416)

@@ -97,7 +97,7 @@ def read_weights(path: str, hub_name: str, member: Optional[str] = None) -> Dict
 
 def check_fits(hub_name: str, sd: Dict[str, torch.Tensor], source: str) -> None:
     """Strict load into a freshly built ``hub_name``: raises CheckpointError naming bad keys."""
-    from ..builder import build_model
+    from ..model import build_model
 
     load_state_dict_checked(build_model(get_registry().spec(hub_name)), sd, source=source)
 
@@ -105,8 +105,12 @@ def check_fits(hub_name: str, sd: Dict[str, torch.Tensor], source: str) -> None:
 def safetensors_metadata(path: str) -> Dict[str, str]:
     from safetensors import safe_open
 
-    with safe_open(path, framework="pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(path, framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # SafetensorError: bad header
+        raise CheckpointError(f"{path}: not a valid safetensors file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
 
 
 def convert_to_safetensors(hub_name: str, src: str, dst: str, member: Optional[str] = None,

@@ -15,7 +15,7 @@ same file, tried in order::
             "sources": [
               {"type": "url", "url": "https://...", "archive": "zip", "member": "0.65ms.pth.tar",
                "archive_sha256": null},
-              {"type": "hf", "repo_id": "org/name", "filename": "x.safetensors", "revision": "<commit>",
+              {"type": "hf", "repo_id": "org/name", "filename": "x.safetensors", "revision": "<40-hex commit>",
                "endpoint": null}]}}}}}      # endpoint: a Hugging Face mirror (optional)
 
 The packaged copy is ``gpunet/data/weights_manifest.json`` (identical to ``weights_manifest.json``
@@ -29,6 +29,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ..errors import BadInputError
+
 __all__ = ["MANIFEST_SCHEMA", "FORMATS", "ManifestError", "Source", "Variant", "Manifest",
            "load_manifest", "manifest_path", "PACKAGED_MANIFEST"]
 
@@ -38,7 +40,7 @@ PACKAGED_MANIFEST = os.path.join(os.path.dirname(os.path.dirname(__file__)), "da
 _SOURCE_FIELDS = {"url": ("url",), "hf": ("repo_id", "filename")}
 
 
-class ManifestError(ValueError):
+class ManifestError(BadInputError, ValueError):
     """A manifest file is malformed; the message names the file and the field."""
 
 
@@ -179,12 +181,19 @@ def _parse_variant(model: str, name: str, v: Any, path: str) -> Variant:
             raise ManifestError(f"{sw}.archive: {s['archive']!r}, expected 'zip' or absent")
         if s.get("archive") == "zip" and not s.get("member"):
             raise ManifestError(f"{sw}: a zip source needs 'member' (the file inside the zip)")
+        if s["type"] == "hf" and not _is_commit(s.get("revision")):
+            raise ManifestError(f"{sw}.revision: {s.get('revision')!r}; a Hugging Face source must pin a "
+                                f"40-hex commit hash (a branch or tag can move to other bytes after publishing)")
         if s.get("archive_sha256") is not None and not _is_sha256(s["archive_sha256"]):
             raise ManifestError(f"{sw}.archive_sha256: expected 64 hex digits or null")
         sources.append(Source(**s))
     return Variant(model=model, name=name, format=v["format"], file=v["file"], sha256=sha and sha.lower(),
                    size=v.get("size"), license=v.get("license", "unknown"), source=v.get("source", "unknown"),
                    sources=sources, note=v.get("note"))
+
+
+def _is_commit(s: Any) -> bool:
+    return isinstance(s, str) and len(s) == 40 and all(c in "0123456789abcdefABCDEF" for c in s)
 
 
 def _is_sha256(s: Any) -> bool:
