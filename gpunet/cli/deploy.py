@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -36,10 +37,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all usable cores)")
+    p.add_argument("--calib-dir", default=None,
+                   help="int8: calibration images (default: random inputs, valid for speed only)")
+    p.add_argument("--calib-size", type=int, default=300, help="int8: calibration images used (default 300)")
     p.add_argument("--save", action="store_true", help="write the results into the user registry as tiers")
     p.add_argument("--device-name", default=None, help="device id to save under (default: from the CPU/GPU)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("quantize", help="post-training INT8 (NNCF) to one QDQ ONNX file, accuracy-checked")
+    p.add_argument("name", help="hub model name (e.g. gpunet-0), spec .json file or timm name")
+    p.add_argument("--out", required=True, help="output .onnx file (written only if every check passes)")
+    p.add_argument("--calib-dir", required=True, help="calibration images: ImageFolder or a flat folder")
+    p.add_argument("--checkpoint", default=None, help="fine-tuned weights (default: the published ones)")
+    p.add_argument("--img-size", type=int, default=None, help="input side in px (default: the model's / checkpoint's)")
+    p.add_argument("--calib-size", type=int, default=300, help="calibration images used (default 300)")
+    p.add_argument("--val-dir", default=None, help="images with labels (ImageFolder): fp32 vs INT8 top-1")
+    p.add_argument("--max-drop", type=float, default=1.0, help="largest top-1 drop accepted, in points (default 1)")
+    p.add_argument("--allow-drop", action="store_true", help="write the file even if the drop exceeds --max-drop")
+    p.add_argument("--static-batch", dest="dynamic_batch", action="store_false", help="fix the batch at 1")
+    p.add_argument("--uint8-activations", dest="signed_activations", action="store_false",
+                   help="keep uint8 after ReLU: faster in ONNX Runtime on CPU, but TensorRT refuses the file")
+    p.add_argument("--json", action="store_true", help="machine-readable output (last line)")
+    p.set_defaults(handler=cmd_quantize)
 
     p = sub.add_parser("plot", help="latency vs top-1 (the paper's Fig. 1); one series per --gpu")
     p.add_argument("--gpu", "--device", dest="gpu", action="append", default=None,
@@ -126,9 +146,13 @@ def cmd_bench(args) -> int:
         from tqdm.auto import tqdm
 
         steps = tqdm(names, desc="models", unit="model")
+    if args.calib_dir is not None and args.precision != "int8":
+        raise ValueError("--calib-dir applies to --precision int8 only")
+    if args.calib_dir is not None and not os.path.isdir(args.calib_dir):
+        raise FileNotFoundError(f"--calib-dir: folder not found: {args.calib_dir}")
     results = [benchmark(n, backend=args.backend, batch_size=args.batch_size, resolution=args.resolution,
                          precision=args.precision, warmup=args.warmup, iters=args.iters, threads=args.threads,
-                         progress=tty) for n in steps]
+                         progress=tty, calib_data=args.calib_dir, calib_size=args.calib_size) for n in steps]
     saved = None
     if args.save:
         from gpunet.latency.tiers import save_tiers
@@ -143,6 +167,8 @@ def cmd_bench(args) -> int:
     first = results[0]
     print(f"{first.backend} {first.precision}, {first.threads or '-'} threads, {first.iters} iterations after "
           f"{first.warmup} warm-up on {first.fingerprint.get('gpu') or first.fingerprint.get('cpu')}")
+    if first.calibration:
+        print(f"int8 calibrated on {first.calibration}")
     print(format_table(rows, ["model", "input", "batch", "median ms", "p90 ms", "p99 ms", "std ms", "img/s"]))
     if saved:
         print(f"saved {len(results)} tiers for device {saved[0]!r} in {saved[1]}; try: gpunet query --gpu {saved[0]}")
@@ -154,4 +180,30 @@ def cmd_plot(args) -> int:
 
     out = plot_pareto(args.gpu or ["gv100"], args.out, batch=args.batch, logx=args.logx, title=args.title)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from gpunet.export.quantize import AccuracyDropError, quantize
+
+    try:
+        report = quantize(args.name, args.out, calib_data=args.calib_dir, checkpoint_path=args.checkpoint,
+                          resolution=args.img_size, calib_size=args.calib_size, val_data=args.val_dir,
+                          max_drop=args.max_drop, allow_drop=args.allow_drop, dynamic_batch=args.dynamic_batch,
+                          signed_activations=args.signed_activations)
+    except AccuracyDropError as e:
+        if args.json:
+            print(json.dumps(dict(e.report.to_dict(), error=str(e)), default=str))
+        raise
+    if args.json:
+        print(json.dumps(report.to_dict(), default=str))  # one line, the last
+        return 0
+    print(f"wrote {report.path} ({report.size_bytes / 2 ** 20:.1f} MiB, {report.quantizers} quantizers, input "
+          f"{'x'.join(map(str, report.input_shape[1:]))}); calibrated on {report.calibration}")
+    if report.top1_fp32 is not None:
+        print(f"top-1 on {report.val_images} images: fp32 {report.top1_fp32:.2f}%, int8 {report.top1_int8:.2f}% "
+              f"(drop {report.drop:+.2f} points, max {report.max_drop:g}); same top-1 class for "
+              f"{report.agreement:.2f}% of images")
+    else:
+        print("no --val-dir: accuracy not checked")
     return 0

@@ -30,6 +30,7 @@ from torch import nn
 
 from .._io import atomic_path
 from .onnx import check_onnx, export_onnx_proto, require, resolve_model_input
+from ..errors import GPUNetError
 
 __all__ = ["quantize", "quantize_proto", "QuantizeReport", "QuantizationError", "AccuracyDropError",
            "calibration_samples", "random_calibration", "IMAGE_EXTENSIONS"]
@@ -41,7 +42,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".t
 RANDOM_CALIBRATION = "random inputs (speed only: accuracy not meaningful)"
 
 
-class QuantizationError(RuntimeError):
+class QuantizationError(GPUNetError, RuntimeError):
     """NNCF failed, or the quantized graph does not run."""
 
 
@@ -274,10 +275,12 @@ def _signed_activations(proto) -> int:
     return len(zps)
 
 
-def quantize_proto(proto, samples: Iterable[np.ndarray], subset_size: int):
+def quantize_proto(proto, samples: Iterable[np.ndarray], subset_size: int, signed_activations: bool = True):
     """NNCF post-training INT8 of an in-memory fp32 ONNX model -> QDQ ``ModelProto``.
 
     ``samples``: re-iterable (1, C, H, W) float32 arrays, ``subset_size`` of them used.
+    ``signed_activations``: int8 everywhere (TensorRT refuses uint8 quantizers); ``False`` keeps
+    NNCF's uint8 after ReLU, which ONNX Runtime's CPU kernels run faster (u8 x s8).
     """
     nncf = require("nncf", "quant", "INT8 quantization")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
@@ -294,8 +297,36 @@ def quantize_proto(proto, samples: Iterable[np.ndarray], subset_size: int):
             raise  # our own data errors, raised from inside the calibration loop
         except Exception as e:  # NNCF raises many internal types; keep the cause
             raise QuantizationError(f"NNCF quantization failed: {e}") from e
-    _signed_activations(q)
+    if signed_activations:
+        _signed_activations(q)
     return q
+
+
+def _batched(samples: Iterable[np.ndarray], batch: int) -> List[np.ndarray]:
+    """Group (1, C, H, W) samples into (batch, C, H, W) ones for a graph with a fixed batch."""
+    rows = [s[0] for s in samples]
+    out = [np.stack(rows[i:i + batch]) for i in range(0, len(rows) - batch + 1, batch)]
+    if not out:
+        raise ValueError(f"calibration: {len(rows)} images are fewer than the fixed batch size {batch}")
+    return out
+
+
+def int8_graph(model: nn.Module, input_shape: Sequence[int], calib_data: Any = None, calib_size: int = 300,
+               seed: int = 0) -> Tuple[Any, str]:
+    """(QDQ ``ModelProto`` with a fixed batch ``input_shape[0]``, calibration description) for timing.
+
+    Without ``calib_data`` it calibrates on random inputs: the graph runs at INT8 speed but its
+    accuracy is meaningless, and the description says so (:data:`RANDOM_CALIBRATION`).
+    """
+    shape = tuple(input_shape)
+    if calib_data is None:
+        samples, described = random_calibration(shape, n=max(8, shape[0])), RANDOM_CALIBRATION
+    else:
+        samples, _, described = calibration_samples(calib_data, shape, _data_config(model, shape), calib_size, seed)
+    if shape[0] > 1:
+        samples = _batched(samples, shape[0])
+    proto = export_onnx_proto(model, shape)
+    return quantize_proto(proto, samples, len(samples)), described
 
 
 def _ort_session(proto):
@@ -364,7 +395,7 @@ def quantize(model_or_name: Union[str, nn.Module], out_path: Union[str, os.PathL
              checkpoint_path: Optional[str] = None, resolution: Optional[int] = None, calib_size: int = 300,
              val_data: Any = None, input_shape: Optional[Sequence[int]] = None, max_drop: float = 1.0,
              allow_drop: bool = False, dynamic_batch: bool = True, pretrained: Optional[bool] = None,
-             seed: int = 0) -> QuantizeReport:
+             signed_activations: bool = True, seed: int = 0) -> QuantizeReport:
     """Post-training INT8 quantization to one QDQ ONNX file (ONNX Runtime, OpenVINO, TensorRT).
 
     Args:
@@ -383,13 +414,17 @@ def quantize(model_or_name: Union[str, nn.Module], out_path: Union[str, os.PathL
         max_drop / allow_drop: a top-1 drop above ``max_drop`` points raises
             :class:`AccuracyDropError` (nothing written) unless ``allow_drop``.
         dynamic_batch: symbolic batch axis (default); ``False`` fixes batch 1.
+        signed_activations: int8 activations everywhere (default), so the same file builds in
+            TensorRT; ``False`` keeps uint8 after ReLU (faster in ONNX Runtime on x86 CPUs,
+            refused by TensorRT's ONNX parser).
     """
     start = time.perf_counter()
     if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
         raise ValueError(f"calib_size must be a positive integer, got {calib_size!r}")
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not max_drop >= 0:
         raise ValueError(f"max_drop must be a number of top-1 points >= 0, got {max_drop!r}")
-    for flag, value in (("allow_drop", allow_drop), ("dynamic_batch", dynamic_batch)):
+    for flag, value in (("allow_drop", allow_drop), ("dynamic_batch", dynamic_batch),
+                        ("signed_activations", signed_activations)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
     if calib_data is None:
@@ -410,7 +445,7 @@ def quantize(model_or_name: Union[str, nn.Module], out_path: Union[str, os.PathL
         samples, n_calib, described = calibration_samples(calib_data, shape, data_config, calib_size, seed)
         proto = export_onnx_proto(model, shape, dynamic_batch=dynamic_batch)
         check_onnx(proto, model, shape, [1])
-        q = quantize_proto(proto, samples, min(calib_size, n_calib))
+        q = quantize_proto(proto, samples, min(calib_size, n_calib), signed_activations)
         sess = _ort_session(q)
         report = QuantizeReport(
             path=path, model=name, input_shape=tuple(shape), dynamic_batch=dynamic_batch, calibration=described,

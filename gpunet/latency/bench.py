@@ -27,7 +27,7 @@ from .fingerprint import device_fingerprint
 __all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_runner", "summarize"]
 
 #: backend -> precisions it can be asked for (subject to the hardware, checked at run time).
-PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16", "fp16"),
+PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
               "tensorrt": ("fp32", "fp16", "bf16")}
 BACKENDS = tuple(PRECISIONS)
 
@@ -56,6 +56,7 @@ class BenchmarkResult:
     fingerprint: Dict[str, Any] = field(default_factory=dict)
     date: str = ""
     times_ms: List[float] = field(default_factory=list, repr=False)
+    calibration: Optional[str] = None  # int8: what the quantizer was calibrated on
 
     def to_dict(self, include_times: bool = False) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -135,9 +136,22 @@ def _openvino_runner(proto, x: np.ndarray, precision: str, threads: Optional[int
 
 
 def make_runner(model: nn.Module, input_shape: Sequence[int], backend: str, precision: str,
-                threads: Optional[int], workdir: str) -> Tuple[Callable[[], Any], str]:
-    """A zero-argument callable running one inference, and a description of what is timed."""
+                threads: Optional[int], workdir: str, proto: Any = None) -> Tuple[Callable[[], Any], str]:
+    """A zero-argument callable running one inference, and a description of what is timed.
+
+    ``proto``: an ONNX graph to run instead of exporting ``model`` (the INT8 QDQ graph).
+    """
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+    if precision == "int8" and backend in ("onnxruntime", "openvino"):
+        if proto is None:
+            raise ValueError("precision 'int8' needs the quantized graph (gpunet.export.quantize.int8_graph)")
+        if backend == "onnxruntime":
+            return _ort_runner(proto, x.numpy(), threads), "host wall clock, ONNX Runtime CPU session.run, INT8 QDQ"
+        from ..export.openvino import openvino_precisions
+
+        rest = "bf16" if "bf16" in openvino_precisions() else "fp32"  # OpenVINO's own default for unquantized ops
+        return (_openvino_runner(proto, x.numpy(), rest, threads),
+                f"host wall clock, OpenVINO CPU infer request, INT8 QDQ ({rest} elsewhere)")
     if backend == "torch":
         return _torch_runner(model, x, precision, threads), "host wall clock, PyTorch eager, inference_mode"
     if backend == "onnxruntime":
@@ -174,7 +188,7 @@ def _tensorrt_times(model: nn.Module, input_shape: Sequence[int], precision: str
 def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime", batch_size: int = 1,
               resolution: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
               precision: str = "fp32", warmup: int = 10, iters: int = 50, threads: Optional[int] = None,
-              progress: bool = False) -> BenchmarkResult:
+              progress: bool = False, calib_data: Any = None, calib_size: int = 300) -> BenchmarkResult:
     """Measure inference latency of a hub model, GPUNet, or any ``nn.Module``.
 
     Args:
@@ -187,6 +201,9 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
         warmup / iters: untimed and timed inferences.
         threads: CPU threads for the backend (default: every core this process may use).
         progress: a tqdm bar on stderr.
+        calib_data / calib_size: ``int8`` only: calibration images (folder or tensors, see
+            :func:`gpunet.quantize`); without them the graph is calibrated on random inputs,
+            valid for speed only, which ``result.calibration`` says.
     """
     if backend not in PRECISIONS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -195,16 +212,24 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
                          f"{', '.join(PRECISIONS[backend])}")
     _check_int("warmup", warmup, 0)
     _check_int("iters", iters, 1)
+    if calib_data is not None and precision != "int8":
+        raise ValueError(f"calib_data applies to precision 'int8' only, not {precision!r}")
     threads = _resolve_threads(threads, backend)
     model, shape, name = resolve_model_input(model_or_name, batch_size, resolution, input_shape)
     date = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     workdir = tempfile.mkdtemp(prefix="gpunet-bench-")
+    proto = calibration = None
     try:
+        if precision == "int8" and backend in ("onnxruntime", "openvino"):
+            from ..export.quantize import int8_graph
+
+            _check_int("calib_size", calib_size, 1)
+            proto, calibration = int8_graph(model, shape, calib_data, calib_size)
         if backend == "tensorrt":
             times = _tensorrt_times(model, shape, precision, warmup, iters, workdir)
             timing = "GPU compute time (CUDA events around a CUDA-graph replay), TensorRT"
         else:
-            run, timing = make_runner(model, shape, backend, precision, threads, workdir)
+            run, timing = make_runner(model, shape, backend, precision, threads, workdir, proto=proto)
             steps = range(iters)
             if progress:
                 from tqdm.auto import tqdm
@@ -225,4 +250,4 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
         model=name, backend=backend, precision=precision, batch_size=shape[0], input_shape=tuple(shape),
         iters=iters, warmup=warmup, threads=threads, throughput=shape[0] * 1e3 / stats["median_ms"],
         timing=timing, fingerprint=device_fingerprint(backend), date=date, times_ms=[float(t) for t in times],
-        **stats)
+        calibration=calibration, **stats)

@@ -69,6 +69,8 @@ def save_tiers(results: Iterable[BenchmarkResult], device_name: Optional[str] = 
                      "std_ms": round(r.std_ms, 4), "min_ms": round(r.min_ms, 4), "iters": r.iters,
                      "threads": r.threads, "resolution": r.input_shape[-1], "input_shape": list(r.input_shape),
                      "fingerprint_id": r.fingerprint.get("id")}
+            if r.calibration:  # int8: a figure from random calibration is a speed figure only
+                entry["calibration"] = r.calibration
             key = (entry["batch"], entry["precision"], entry["engine"])
             old = per_model.get(normalize_name(r.model), [])
             per_model[normalize_name(r.model)] = [e for e in old if (e.get("batch", 1), e.get("precision"),
