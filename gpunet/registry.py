@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .errors import BadInputError, GPUNetError
 from .spec import NetworkSpec, SpecError, parse_spec
 
 __all__ = [
@@ -36,11 +37,11 @@ REGISTRY_SCHEMA = "gpunet-registry/1"
 _PACKAGED = os.path.join(os.path.dirname(__file__), "data", "registry.json")
 
 
-class RegistryError(ValueError):
+class RegistryError(BadInputError, ValueError):
     """A registry file is malformed (the message names the file and the entry)."""
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(GPUNetError, ValueError):
     """An unknown model or device name; the message lists valid choices and the closest one."""
 
     def __init__(self, what: str, name: str, choices: List[str]):
@@ -108,6 +109,10 @@ def _read_json(path: str) -> Dict[str, Any]:
 
 
 def _check_entries(data: Dict[str, Any], path: str) -> None:
+    for section in ("devices", "models"):
+        for name, info in data.get(section, {}).items():
+            if not isinstance(info, dict):
+                raise RegistryError(f"{path}: {section}.{name} must be an object, got {type(info).__name__}")
     for dev, per_model in data.get("latency", {}).items():
         if not isinstance(per_model, dict):
             raise RegistryError(f"{path}: latency.{dev} must be an object of model -> entries")
@@ -198,6 +203,8 @@ class Registry:
                         data = json.load(f)
                 except FileNotFoundError as e:
                     raise RegistryError(f"model {n!r}: spec file {path} not found") from e
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise RegistryError(f"model {n!r}: spec file {path} is not valid JSON ({e})") from e
                 spec = parse_spec(data, source=path)
             else:
                 spec = parse_spec(raw, source=f"registry model {n!r}")

@@ -138,3 +138,38 @@ def test_registry_path_env(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUNET_REGISTRY", str(p))
     update_user_registry(lambda d: d["devices"].update({"edge": {"name": "edge box"}}))
     assert p.exists() and "edge" in gpunet.list_devices()
+
+
+@pytest.mark.parametrize("section, entry", [
+    ("devices", {"box": "not an object"}),
+    ("models", {"net": ["spec.json"]}),
+    ("latency", {"gv100": {"gpunet-0": ["fast"]}}),
+])
+def test_non_object_user_entry_is_a_registry_error(isolated_home, section, entry):
+    """A non-dict entry is a RegistryError naming the file and the entry, never a TypeError."""
+    with open(user_registry_path(), "w") as f:
+        json.dump({"schema": "gpunet-registry/1", section: entry}, f)
+    name = next(iter(entry))
+    with pytest.raises(RegistryError) as info:
+        gpunet.list_models()
+    assert user_registry_path() in str(info.value) and f"{section}.{name}" in str(info.value)
+
+
+def test_bad_spec_file_of_a_user_model_is_a_registry_error(isolated_home):
+    (isolated_home / "net.json").write_text('{"format": "gpunet-spec/1", "layers": [')
+    with open(user_registry_path(), "w") as f:
+        json.dump({"models": {"net": {"spec": "net.json"}}}, f)
+    with pytest.raises(RegistryError) as info:
+        gpunet.get_model("net")
+    msg = str(info.value)
+    assert "net.json" in msg and "not valid JSON" in msg and "'net'" in msg
+
+
+def test_cli_corrupt_registry_is_one_line_exit_2(isolated_home, capsys):
+    from gpunet.cli import main
+
+    with open(user_registry_path(), "w") as f:
+        f.write('{"models": {')
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and user_registry_path() in err[0] and "not valid JSON" in err[0]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
+from ..errors import GPUNetError
 
 __all__ = ["export_onnx", "export_onnx_proto", "ExportReport", "ExportError", "resolve_model_input",
            "check_onnx", "require", "DEFAULT_OPSET", "TOLERANCES"]
@@ -38,7 +39,7 @@ TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2}
 RESOLUTION_MULTIPLE = 8
 
 
-class ExportError(RuntimeError):
+class ExportError(GPUNetError, RuntimeError):
     """Export or verification failed (the message says which check and by how much)."""
 
 

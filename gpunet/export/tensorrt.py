@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .._io import atomic_write_bytes
+from ..errors import GPUNetError
 
 __all__ = ["build_engine", "engine_latency", "tensorrt_version", "parse_tensorrt_version",
            "validate_engine_options", "is_strongly_typed", "EngineOptions", "TENSORRT_PRECISIONS",
@@ -32,7 +33,7 @@ MIN_TENSORRT = 10
 INSTALL_HINT = "install tensorrt (pip install tensorrt, or pip install 'gpunet[tensorrt]') and use an NVIDIA GPU"
 
 
-class TensorRTUnavailable(ImportError):
+class TensorRTUnavailable(GPUNetError, ImportError):
     """TensorRT (or a GPU it can use) is missing; the message says what to install."""
 
 

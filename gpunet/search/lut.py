@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
+from ..errors import GPUNetError
 from ..spec import LayerSpec, NetworkSpec
 
 __all__ = ["BlockKey", "LatencyTable", "LUTError", "LUTDeviceMismatch", "spec_blocks", "network_blocks",
@@ -74,7 +75,7 @@ def _stat_column(statistic: str) -> str:
     raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
 
 
-class LUTError(RuntimeError):
+class LUTError(GPUNetError, RuntimeError):
     """A lookup-table file is missing, corrupt, of another format, or misused."""
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..blocks import conv_padding
 from ..spec import ACTIVATIONS, LayerSpec, NetworkSpec
+from ..errors import GPUNetError
 
 __all__ = ["StageSpace", "SearchSpace", "Gene", "ACT_CODES", "SPACE_FORMAT", "SearchSpaceError"]
 
@@ -35,7 +36,7 @@ _DEFAULTS = {"kernel": 3, "expansion": 1, "se": 0, "act": "swish", "layers": 1}
 _SAMPLE_CHUNK = 1 << 16
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(GPUNetError, ValueError):
     """A vector or space definition is invalid; the message names the gene/field and the choices."""
 
 

@@ -15,13 +15,14 @@ from .cache import cache_file, check_record, read_record, variant_dir, write_rec
 from .._io import file_lock
 from .download import ChecksumError, DownloadError, download_url, offline_mode, sha256_file, show_progress
 from .manifest import Manifest, Source, Variant, load_manifest
+from ..errors import GPUNetError
 
 __all__ = ["WeightsNotCachedError", "choose_variant", "fetch_weights", "load_pretrained", "cached_path"]
 
 log = logging.getLogger(__name__)
 
 
-class WeightsNotCachedError(FileNotFoundError):
+class WeightsNotCachedError(GPUNetError, FileNotFoundError):
     """Downloads are off (offline) or impossible, and the weights are not in the cache."""
 
 

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ...errors import GPUNetError
+
 __all__ = ["SearchAlgorithm", "SearchError", "SearchExhausted", "STATE_FORMAT", "POOL_WIDTH"]
 
 STATE_FORMAT = "gpunet-search-state/1"
@@ -25,7 +27,7 @@ POOL_WIDTH = 41  # Table 2's encoding; other spaces pass ``width=space.num_genes
 _UNTOLD, _PENDING, _TOLD = 0, 1, 2
 
 
-class SearchError(ValueError):
+class SearchError(GPUNetError, ValueError):
     """Bad input to a search algorithm (pool, vector, value or state); the message says what."""
 
 
