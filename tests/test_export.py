@@ -5,6 +5,8 @@ classifier), so the graph, BN folding and numerics checked here do not depend on
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import sys
 
@@ -17,11 +19,36 @@ import gpunet
 from gpunet.export import tensorrt as trt_mod
 from gpunet.export.onnx import ExportError
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
+
+
+def _optional(name):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+# only the tests that export need the onnx extra; TensorRT option/version checks do not
+onnx, ort = _optional("onnx"), _optional("onnxruntime")
+needs_onnx = pytest.mark.skipif(onnx is None or ort is None or importlib.util.find_spec("onnxscript") is None,
+                                reason="needs gpunet[onnx] (onnx, onnxruntime, onnxscript)")
 
 RES = 64
+
+
+def with_bn_stats(model, seed=0):
+    """Give every BatchNorm trained-looking statistics and affine terms. A random-init model's BN
+    is the identity (mean 0, var 1, weight 1, bias 0), so a wrong fold would go unnoticed."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
+    return model
 
 
 @pytest.fixture
@@ -37,10 +64,11 @@ def _run_ort(path, x):
     return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
 
 
+@needs_onnx
 @pytest.mark.parametrize("name", ["gpunet-0", "gpunet-1", "gpunet-p0"] + [
     pytest.param(n, marks=pytest.mark.slow) for n in ("gpunet-2", "gpunet-p1", "gpunet-d1", "gpunet-d2")])
 def test_export_all_hub_models_checked_in_onnxruntime(name, out):
-    model = gpunet.get_model(name).eval()
+    model = with_bn_stats(gpunet.get_model(name)).eval()
     path = out / f"{name}.onnx"
     report = gpunet.export_onnx(model, path, dynamic_batch=True, resolution=RES)
     assert report.checked and report.checked_batches == (1, 3)
@@ -69,6 +97,7 @@ def _small_net():
     return net.eval()
 
 
+@needs_onnx
 def test_static_batch_is_fixed(out):
     path = out / "m.onnx"
     report = gpunet.export_onnx(_small_net(), path, batch_size=2, input_shape=(3, 16, 16))
@@ -80,8 +109,10 @@ def test_static_batch_is_fixed(out):
         sess.run(None, {sess.get_inputs()[0].name: np.zeros((3, 3, 16, 16), np.float32)})
 
 
+@needs_onnx
 def test_half_export_is_fp16_and_close(out):
-    report = gpunet.export_onnx("gpunet-p0", out / "h.onnx", resolution=RES, half=True)
+    model = with_bn_stats(gpunet.get_model("gpunet-p0")).eval()
+    report = gpunet.export_onnx(model, out / "h.onnx", resolution=RES, half=True)
     proto = onnx.load(str(out / "h.onnx"))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert 0 < report.max_rel_err <= 2e-2  # fp16 rounding is visible but small
@@ -89,6 +120,7 @@ def test_half_export_is_fp16_and_close(out):
     assert trt_mod._onnx_compute_dtype(str(out / "h.onnx")) == "float16"
 
 
+@needs_onnx
 def test_any_module_needs_input_shape(out):
     net = _small_net()
     with pytest.raises(ValueError, match="input_shape"):
@@ -105,12 +137,14 @@ class _Noisy(nn.Module):
         return x + torch.randn_like(x)
 
 
+@needs_onnx
 def test_check_failure_raises_and_leaves_no_file(out):
     with pytest.raises(ExportError, match="differs from PyTorch"):
         gpunet.export_onnx(_Noisy(), out / "noisy.onnx", input_shape=(3, 8, 8))
     assert os.listdir(out) == []
 
 
+@needs_onnx
 def test_bad_inputs_are_clear_errors(out):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         gpunet.export_onnx("gpunet-0", out / "missing" / "m.onnx", resolution=RES)
@@ -137,6 +171,7 @@ def test_missing_onnx_package_says_what_to_install(out, monkeypatch):
     assert os.listdir(out) == []
 
 
+@needs_onnx
 def test_cli_export_onnx(out, capsys):
     from gpunet.cli import main
 
@@ -147,7 +182,28 @@ def test_cli_export_onnx(out, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@needs_onnx
+def test_export_leaves_the_callers_model_untouched(out):
+    """Exporting mid-training must not switch the caller's model to eval, nor cast it to fp32."""
+    from gpunet.export.onnx import check_onnx, export_onnx_proto, resolve_model_input
+
+    net = _small_net().train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    gpunet.export_onnx(net, out / "t.onnx", input_shape=(3, 16, 16))
+    assert net.training and all(m.training for m in net.modules())
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # no train-mode forward
+    net64 = _small_net().double().train()
+    gpunet.export_onnx(net64, out / "d.onnx", input_shape=(3, 16, 16))
+    assert net64.training and all(t.dtype == torch.float64 for t in net64.state_dict().values()
+                                  if t.is_floating_point())
+    model, shape, _ = resolve_model_input(net64, input_shape=(3, 16, 16))
+    assert model is not net64 and not model.training and net64.training
+    check_onnx(export_onnx_proto(net64, shape), net64, shape, [1])
+    assert net64.training and next(net64.parameters()).dtype == torch.float64
+
+
 # -- OpenVINO -------------------------------------------------------------------------------------
+@needs_onnx
 def test_openvino_ir_bf16_checked(out):
     pytest.importorskip("openvino")
     from gpunet.export.openvino import export_openvino, openvino_precisions

@@ -93,7 +93,9 @@ def _check_resolution(resolution: Any, spec: Any = None) -> int:
 def resolve_model_input(model_or_name: Union[str, nn.Module], batch_size: int = 1,
                         resolution: Optional[int] = None,
                         input_shape: Optional[Sequence[int]] = None) -> Tuple[nn.Module, Tuple[int, ...], str]:
-    """(eval-mode model, NCHW input shape, display name) for a hub name, GPUNet or any module."""
+    """(eval-mode model, NCHW input shape, display name) for a hub name, GPUNet or any module.
+
+    A module the caller passed is copied first: its training mode and dtype stay as they were."""
     from ..model import GPUNet
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -126,6 +128,8 @@ def resolve_model_input(model_or_name: Union[str, nn.Module], batch_size: int = 
     else:
         raise ValueError(f"input_shape=(C, H, W) is required for a {type(model).__name__} "
                          f"(only GPUNets and hub names know their input size)")
+    if model is model_or_name:
+        model = copy.deepcopy(model)
     return model.eval(), shape, str(name)
 
 
@@ -233,13 +237,13 @@ def check_onnx(proto, model: nn.Module, input_shape: Sequence[int], batches: Seq
         sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ExportError(f"ONNX Runtime could not load the exported graph: {e}") from e
-    model = model.eval()
+    model = copy.deepcopy(model).eval().float()  # the caller's module keeps its mode and dtype
     worst = (0.0, 0.0)
     gen = torch.Generator().manual_seed(0)
     for b in batches:
         x = torch.randn(b, *input_shape[1:], generator=gen)
         with torch.no_grad():
-            ref = model.float()(x).float().numpy()
+            ref = model(x).float().numpy()
         feed = x.half().numpy() if half else x.numpy()
         try:
             out = sess.run(None, {sess.get_inputs()[0].name: feed})[0]
