@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--manifest", help="also add/update the 'safetensors' variant in this manifest file "
                                       "(created from the active manifest if missing)")
     c.add_argument("--hf-repo", help="with --manifest: Hugging Face repo id the file is uploaded to")
-    c.add_argument("--hf-revision", help="with --hf-repo: pinned revision (commit hash)")
+    c.add_argument("--hf-revision", help="with --hf-repo (required): pinned revision, a 40-hex commit hash")
     c.add_argument("--url", help="with --manifest: a plain URL the file is served from")
     c.add_argument("--prefer", action="store_true", help="with --manifest: make it the default variant")
     c.set_defaults(handler=_convert)
@@ -54,9 +54,13 @@ def _convert(args) -> int:
     from gpunet._io import atomic_write_text
     from gpunet.weights import convert_to_safetensors, load_manifest
     from gpunet.weights.convert import variant_for_conversion
+    from gpunet.weights.manifest import _is_commit
 
     if (args.hf_repo or args.url or args.prefer) and not args.manifest:
         raise ValueError("--hf-repo / --url / --prefer describe a manifest entry: pass --manifest PATH too")
+    if args.hf_repo and not _is_commit(args.hf_revision):
+        raise ValueError(f"--hf-revision {args.hf_revision!r}: a Hugging Face source must pin a 40-hex commit "
+                         f"hash (a branch or tag can move to other bytes)")
     res = convert_to_safetensors(args.name, args.src, args.dst, source=args.source)
     print(f"wrote {res['path']} ({res['size']} bytes)")
     print(f"sha256 {res['sha256']}")

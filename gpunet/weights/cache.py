@@ -18,7 +18,7 @@ from .download import ChecksumError, sha256_file
 from .manifest import Variant
 
 __all__ = ["RECORD_SCHEMA", "CacheCorruptError", "cache_root", "variant_dir", "cache_file", "read_record",
-           "write_record", "check_record", "list_cached"]
+           "write_record", "commit_file", "check_record", "list_cached"]
 
 RECORD_SCHEMA = "gpunet-weights-record/1"
 
@@ -54,38 +54,90 @@ def read_record(variant: Variant) -> Optional[Dict[str, Any]]:
     except json.JSONDecodeError as e:
         raise CacheCorruptError(f"{path}: cache record is not valid JSON ({e}); delete it and the weight "
                                 f"file beside it, then fetch again") from None
-    if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA or "sha256" not in rec:
+    if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA or "sha256" not in rec \
+            or not isinstance(rec.get("path"), str):
         raise CacheCorruptError(f"{path}: not a {RECORD_SCHEMA} record; delete it and fetch again")
     return rec
 
 
+def _new_record(variant: Variant, path: str, size: int, sha256: str, verified_by: str, source: str,
+                **extra: Any) -> Dict[str, Any]:
+    return {"schema": RECORD_SCHEMA, "model": variant.model, "variant": variant.name, "format": variant.format,
+            "path": os.path.abspath(path), "size": size, "sha256": sha256, "verified_by": verified_by,
+            "source": source, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+
+
 def write_record(variant: Variant, path: str, sha256: str, verified_by: str, source: str,
                  **extra: Any) -> Dict[str, Any]:
-    """Record how ``path`` was verified (``manifest``, ``first-download`` or ``import``)."""
+    """Record how ``path`` was verified (``manifest``, ``first-download`` or ``import``).
+
+    For a file that is already in place (a Hugging Face cache file, one placed by hand); a new
+    file goes in with :func:`commit_file`, which changes file and record together.
+    """
     os.makedirs(variant_dir(variant.model, variant.name), exist_ok=True)
-    rec = {"schema": RECORD_SCHEMA, "model": variant.model, "variant": variant.name, "format": variant.format,
-           "path": os.path.abspath(path), "size": os.path.getsize(path), "sha256": sha256,
-           "verified_by": verified_by, "source": source,
-           "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+    rec = _new_record(variant, path, os.path.getsize(path), sha256, verified_by, source, **extra)
+    atomic_write_text(_record_path(variant), json.dumps(rec, indent=1) + "\n")
+    return dict(rec, record=_record_path(variant))
+
+
+def commit_file(variant: Variant, tmp: str, sha256: str, verified_by: str, source: str,
+                **extra: Any) -> Dict[str, Any]:
+    """Move a fully verified ``tmp`` onto :func:`cache_file` and record it, as one step.
+
+    The caller holds :func:`gpunet._io.file_lock` on the cache file. Two renames cannot be atomic
+    together, so the record first announces the new file (``pending``: its sha256), then the file
+    is renamed, then the record is finalised. A crash in between leaves a record from which
+    :func:`check_record` can tell the announced file (hash = ``pending``) from a damaged one.
+    """
+    dest = cache_file(variant)
+    rec = _new_record(variant, dest, os.path.getsize(tmp), sha256, verified_by, source, **extra)
+    try:
+        old = read_record(variant)
+    except CacheCorruptError:
+        old = None
+    journal = dict(old if old is not None else {"schema": RECORD_SCHEMA, "model": variant.model,
+                                                 "variant": variant.name, "path": os.path.abspath(dest),
+                                                 "sha256": None},
+                   pending={"sha256": sha256, "record": rec})
+    atomic_write_text(_record_path(variant), json.dumps(journal, indent=1) + "\n")
+    os.replace(tmp, dest)
     atomic_write_text(_record_path(variant), json.dumps(rec, indent=1) + "\n")
     return dict(rec, record=_record_path(variant))
 
 
 def check_record(variant: Variant, rec: Dict[str, Any]) -> str:
-    """The recorded file's path, after checking its sha256 (and the manifest's, if any)."""
+    """The recorded file's path, after checking its sha256 (and the manifest's, if any).
+
+    A record that does not match its file is re-verified, never trusted blindly either way: the
+    file is accepted only if its hash is the manifest's, or the one an interrupted
+    :func:`commit_file` announced (``pending``); the record is then rewritten. Otherwise the
+    file was changed or damaged on disk and :class:`CacheCorruptError` says so.
+    """
     path = rec["path"]
     if not os.path.exists(path):
         raise FileNotFoundError(f"{_record_path(variant)} records {path}, which no longer exists; "
                                 f"delete the record and fetch again")
     actual = sha256_file(path)
+    pending = rec.get("pending") if isinstance(rec.get("pending"), dict) else None
     expected = variant.sha256 or rec["sha256"]
-    if actual != expected:
-        why = "the manifest's sha256" if variant.sha256 else f"the sha256 recorded {rec.get('recorded_at')}"
-        raise CacheCorruptError(f"{path}: cached weights for {variant.model} ({variant.name}) do not match "
-                                f"{why}: expected {expected}, got {actual}. The file was changed or damaged "
-                                f"on disk; delete it (and {os.path.basename(_record_path(variant))}) to fetch "
-                                f"it again")
-    return path
+    if actual == expected and rec["sha256"] == actual and not pending:
+        return path
+    fixed = None
+    if pending and actual == pending.get("sha256") and (not variant.sha256 or actual == variant.sha256):
+        fixed = dict(pending["record"])  # the commit renamed the file, then stopped
+    elif actual == expected:  # stale record (or a commit that stopped before its rename): file checks out
+        fixed = {k: v for k, v in rec.items() if k not in ("pending", "record")}
+        if rec["sha256"] != actual:
+            fixed.update(sha256=actual, size=os.path.getsize(path), verified_by="manifest",
+                         recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if fixed is not None:
+        atomic_write_text(_record_path(variant), json.dumps(fixed, indent=1) + "\n")
+        return path
+    why = "the manifest's sha256" if variant.sha256 else f"the sha256 recorded {rec.get('recorded_at')}"
+    raise CacheCorruptError(f"{path}: cached weights for {variant.model} ({variant.name}) do not match "
+                            f"{why}: expected {expected}, got {actual}. The file was changed or damaged "
+                            f"on disk; delete it (and {os.path.basename(_record_path(variant))}) to fetch "
+                            f"it again")
 
 
 def list_cached() -> List[Dict[str, Any]]:

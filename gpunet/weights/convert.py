@@ -22,7 +22,7 @@ from .._io import atomic_path
 from ..checkpoint import CheckpointError, extract_state_dict, load_state_dict_checked, read_checkpoint, \
     to_gpunet_state_dict
 from ..registry import get_registry
-from .cache import cache_file, write_record
+from .cache import cache_file, commit_file
 from .._io import file_lock
 from .download import sha256_file
 from .manifest import Manifest, Source, Variant, load_manifest
@@ -189,19 +189,30 @@ def import_weights(hub_name: str, path: str, variant: Optional[str] = None,
     dest = cache_file(var)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     archive_sha = None
-    with file_lock(dest), atomic_path(dest) as tmp:  # replaces a cached file only once the new one checks out
-        if is_archive(path):
-            archive_sha = sha256_file(path)
-            sha = extract_member(path, tmp, _member_of(var) or None, source=path)
-        else:
-            shutil.copyfile(path, tmp)
-            sha = sha256_file(tmp)
-        if var.sha256 and sha != var.sha256:
-            raise CheckpointError(f"{path}: sha256 {sha} differs from the manifest's {var.sha256} for "
-                                  f"{hub_name} ({var.name}); not imported")
-    extra = {"archive_sha256": archive_sha} if archive_sha else {}
-    return write_record(var, dest, sha, verified_by="manifest" if var.sha256 else "import",
-                        source=f"imported from {os.path.abspath(path)}", **extra)
+    # ``path`` fit above; its copy is hash-checked where it lands, then renamed and recorded together
+    # under the lock: a crash leaves the old file and its record, or a record commit_file can repair
+    tmp = os.path.join(os.path.dirname(dest), f".import-{os.getpid()}." + var.file)
+    with file_lock(dest):
+        try:
+            if is_archive(path):
+                archive_sha = sha256_file(path)
+                sha = extract_member(path, tmp, _member_of(var) or None, source=path)
+            else:
+                with atomic_path(tmp) as part:
+                    shutil.copyfile(path, part)
+                sha = sha256_file(tmp)
+            if var.sha256 and sha != var.sha256:
+                raise CheckpointError(f"{path}: sha256 {sha} differs from the manifest's {var.sha256} for "
+                                      f"{hub_name} ({var.name}); not imported")
+            if var.size is not None and os.path.getsize(tmp) != var.size:
+                raise CheckpointError(f"{path}: {os.path.getsize(tmp)} bytes, the manifest says {var.size} for "
+                                      f"{hub_name} ({var.name}); not imported")
+            extra = {"archive_sha256": archive_sha} if archive_sha else {}
+            return commit_file(var, tmp, sha, verified_by="manifest" if var.sha256 else "import",
+                               source=f"imported from {os.path.abspath(path)}", **extra)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def _member_of(var: Variant) -> Optional[str]:

@@ -1,6 +1,7 @@
 """``load_pretrained``: pick a weight variant, fetch it once (verified), load it strictly."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -11,7 +12,7 @@ from typing import List, Optional, Tuple
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_checkpoint
-from .cache import cache_file, check_record, read_record, variant_dir, write_record
+from .cache import CacheCorruptError, cache_file, check_record, commit_file, read_record, variant_dir, write_record
 from .._io import file_lock
 from .download import ChecksumError, DownloadError, download_url, offline_mode, sha256_file, show_progress
 from .manifest import Manifest, Source, Variant, load_manifest
@@ -40,7 +41,10 @@ def _hf_local(source: Source) -> Optional[str]:
 
 def cached_path(variant: Variant) -> Optional[str]:
     """Where ``variant`` already is on disk (our cache or HF's), without checking it; else None."""
-    rec = read_record(variant)
+    try:
+        rec = read_record(variant)
+    except CacheCorruptError:  # unreadable record: the file beside it is re-verified on fetch
+        rec = None
     if rec is not None and os.path.exists(rec["path"]):
         return rec["path"]
     if os.path.exists(cache_file(variant)):
@@ -96,37 +100,82 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def _first_seen(variant: Variant, path: str, sha: str, source: str, **extra) -> None:
-    rec = write_record(variant, path, sha, verified_by="manifest" if variant.sha256 else "first-download",
-                       source=source, **extra)
+def _warn_first_seen(variant: Variant, rec: dict) -> None:
     if not variant.sha256:
         warnings.warn(f"{variant.model} ({variant.name}): the publisher gives no checksum, so the sha256 of this "
-                      f"first download ({sha}) is recorded in {rec['record']} and every later load is checked "
-                      f"against it.", UserWarning, stacklevel=_caller_stacklevel())
+                      f"first download ({rec['sha256']}) is recorded in {rec['record']} and every later load is "
+                      f"checked against it.", UserWarning, stacklevel=_caller_stacklevel())
+
+
+def _check_candidate(variant: Variant, path: str, sha: str, source: str) -> None:
+    """Every check a file must pass before it is trusted: size, sha256 (where the manifest has
+    them) and a strict load into the architecture (a safetensors file: also its spec fingerprint).
+
+    Raises :class:`ChecksumError` (size / hash) or :class:`CheckpointError` (does not fit),
+    naming ``source``.
+    """
+    from ..registry import get_registry
+    from .convert import check_fits, read_weights, safetensors_metadata
+
+    size = os.path.getsize(path)
+    if variant.size is not None and size != variant.size:
+        raise ChecksumError(f"{source}: size mismatch: the manifest says {variant.size} bytes, got {size}")
+    if variant.sha256 and sha != variant.sha256:
+        raise ChecksumError(f"{source}: sha256 mismatch: expected {variant.sha256}, got {sha}")
+    sd = read_weights(path, variant.model)
+    check_fits(variant.model, sd, source)
+    if variant.format == "safetensors":
+        expected = safetensors_metadata(path).get("gpunet_spec_sha256")
+        actual = get_registry().spec(variant.model).fingerprint()
+        if expected and expected != actual:
+            raise CheckpointError(f"{source}: converted for a different architecture than {variant.model} "
+                                  f"(spec sha256 {expected} vs {actual})")
+
+
+def _incoming(variant: Variant) -> str:
+    """Where a download waits for its checks (a dot file: never listed, never loaded; its name
+    ends like the cache file's, so readers that go by suffix treat it the same)."""
+    return os.path.join(variant_dir(variant.model, variant.name), ".incoming." + variant.file)
 
 
 def _fetch_url(variant: Variant, source: Source, dest: str, progress: Optional[bool]) -> str:
+    """Download into a temp file, check it completely, then rename it and record it together."""
     from .convert import extract_member
 
-    if source.archive == "zip":
-        archive = dest + ".zip"
-        archive_sha = download_url(source.url, archive, sha256=source.archive_sha256, progress=progress)
-        try:
-            sha = extract_member(archive, dest, source.member, source=source.url)
-        except CheckpointError as e:
-            raise DownloadError(f"{e} (downloaded archive removed)") from None
-        finally:
-            os.unlink(archive)
-        extra = {"archive_sha256": archive_sha}
-    else:
-        sha = download_url(source.url, dest, sha256=variant.sha256, progress=progress)
-        extra = {}
-    if variant.sha256 and sha != variant.sha256:
-        os.unlink(dest)
-        raise ChecksumError(f"{source.describe()}: sha256 mismatch: expected {variant.sha256}, got {sha} "
-                            f"(corrupted download; nothing was kept)")
-    _first_seen(variant, dest, sha, source.describe(), **extra)
+    tmp = _incoming(variant)
+    try:
+        if source.archive == "zip":
+            archive = dest + ".zip"
+            archive_sha = download_url(source.url, archive, sha256=source.archive_sha256, progress=progress)
+            try:
+                sha = extract_member(archive, tmp, source.member, source=source.url)
+            except CheckpointError as e:
+                raise DownloadError(f"{e} (downloaded archive removed)") from None
+            finally:
+                os.unlink(archive)
+            extra = {"archive_sha256": archive_sha}
+        else:
+            sha = download_url(source.url, tmp, sha256=variant.sha256, size=variant.size, progress=progress)
+            extra = {}
+        _check_candidate(variant, tmp, sha, source.describe())
+    except ChecksumError as e:
+        _remove(tmp)
+        raise ChecksumError(f"{e} (nothing was kept)") from None
+    except CheckpointError as e:
+        _remove(tmp)
+        raise DownloadError(f"{source.describe()}: {e} (nothing was kept)") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    rec = commit_file(variant, tmp, sha, verified_by="manifest" if variant.sha256 else "first-download",
+                      source=source.describe(), **extra)
+    _warn_first_seen(variant, rec)
     return dest
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _fetch_hf(variant: Variant, source: Source, offline: bool, progress: Optional[bool]) -> str:
@@ -147,19 +196,52 @@ def _fetch_hf(variant: Variant, source: Source, offline: bool, progress: Optiona
     path = hf_hub_download(source.repo_id, source.filename, revision=source.revision,
                            local_files_only=offline, endpoint=source.endpoint, **kwargs)
     sha = sha256_file(path)
-    if variant.sha256 and sha != variant.sha256:
+    try:
+        _check_candidate(variant, path, sha, source.describe())
+    except (ChecksumError, CheckpointError) as e:
         for p in {os.path.realpath(path), path}:  # the blob and the snapshot link: never load it again
             if os.path.lexists(p):
                 os.unlink(p)
-        raise ChecksumError(f"{source.describe()}: sha256 mismatch: expected {variant.sha256}, got {sha} "
-                            f"(corrupted download; removed from the Hugging Face cache)")
-    _first_seen(variant, path, sha, source.describe())
+        raise DownloadError(f"{e} (corrupted or wrong download; removed from the Hugging Face cache)") from None
+    rec = write_record(variant, path, sha, verified_by="manifest" if variant.sha256 else "first-download",
+                       source=source.describe())
+    _warn_first_seen(variant, rec)
     return path
+
+
+def _cached(variant: Variant, dest: str) -> Optional[str]:
+    """The cached file (checked, its record repaired if need be), or None: not cached. Lock held."""
+    try:
+        rec = read_record(variant)
+    except CacheCorruptError as e:  # unreadable record: re-verify the file as if placed by hand
+        log.warning("%s", e)
+        rec = None
+    if rec is not None and os.path.exists(rec["path"]):
+        return check_record(variant, rec)
+    if os.path.exists(dest):  # placed by hand, as the offline error suggests (or its record was lost)
+        sha = sha256_file(dest)
+        try:
+            _check_candidate(variant, dest, sha, dest)
+        except ChecksumError as e:
+            raise ChecksumError(f"{e}; it differs from what the manifest lists for {variant.model} "
+                                f"({variant.name}): remove it and fetch again") from None
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; it is not {variant.model}'s {variant.name} weights: remove it and "
+                                  f"fetch again") from None
+        rec = write_record(variant, dest, sha, verified_by="manifest" if variant.sha256 else "first-download",
+                           source=f"placed in the cache by hand ({dest})")
+        _warn_first_seen(variant, rec)
+        return dest
+    return None
 
 
 def fetch_weights(hub_name: str, weights: Optional[str] = None, progress: Optional[bool] = None,
                   manifest: Optional[Manifest] = None) -> Tuple[str, Variant]:
-    """Local path of ``hub_name``'s weights (downloaded once, sha256-checked on every call)."""
+    """Local path of ``hub_name``'s weights (downloaded once, sha256-checked on every call).
+
+    A new file is trusted only after every check (manifest size and sha256 where known, the
+    strict load into the architecture); one that fails is deleted and the next source tried.
+    """
     from ..registry import get_registry
 
     hub_name = get_registry().resolve_model(hub_name)
@@ -169,16 +251,9 @@ def fetch_weights(hub_name: str, weights: Optional[str] = None, progress: Option
     dest = cache_file(variant)
     os.makedirs(variant_dir(variant.model, variant.name), exist_ok=True)
     with file_lock(dest):
-        rec = read_record(variant)
-        if rec is not None and os.path.exists(rec["path"]):
-            return check_record(variant, rec), variant
-        if os.path.exists(dest):  # placed by hand, as the offline error suggests
-            sha = sha256_file(dest)
-            if variant.sha256 and sha != variant.sha256:
-                raise ChecksumError(f"{dest}: sha256 {sha} differs from the manifest's {variant.sha256} for "
-                                    f"{hub_name} ({variant.name}); remove it and fetch again")
-            _first_seen(variant, dest, sha, f"placed in the cache by hand ({dest})")
-            return dest, variant
+        path = _cached(variant, dest)
+        if path is not None:
+            return path, variant
         errors = []
         for source in variant.sources:
             if source.type == "url" and offline:
@@ -187,9 +262,7 @@ def fetch_weights(hub_name: str, weights: Optional[str] = None, progress: Option
                 if source.type == "hf":
                     return _fetch_hf(variant, source, offline, progress), variant
                 return _fetch_url(variant, source, dest, progress), variant
-            except ChecksumError as e:
-                errors.append(str(e))
-            except DownloadError as e:
+            except DownloadError as e:  # includes ChecksumError
                 errors.append(str(e))
             except Exception as e:  # huggingface_hub's errors (offline, not found, HTTP)
                 if source.type != "hf":

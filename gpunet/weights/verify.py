@@ -33,17 +33,21 @@ def verify_cached(model: Optional[str] = None, deep: bool = False) -> List[Dict[
             res["problem"] = "file missing"
             continue
         actual = sha256_file(path)
+        pending = rec.get("pending") if isinstance(rec.get("pending"), dict) else {}
         if actual != rec["sha256"]:
-            res["problem"] = f"sha256 mismatch: recorded {rec['sha256']}, file has {actual}"
-            continue
+            if actual != pending.get("sha256"):
+                res["problem"] = f"sha256 mismatch: recorded {rec['sha256']}, file has {actual}"
+                continue
+            res["sha256"] = actual  # an interrupted commit of a checked file; the next load finalises it
         if deep:
             from ..checkpoint import CheckpointError
             from .convert import check_fits, read_weights
 
             try:
                 check_fits(rec["model"], read_weights(path, rec["model"]), path)
-            except (CheckpointError, ValueError) as e:
-                res["problem"] = f"does not load: {e}"
+            except (CheckpointError, ValueError, OSError) as e:  # unreadable, corrupt or not fitting
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                res["problem"] = f"does not load: {msg if path in msg else f'{path}: {msg}'}"
                 continue
         res["ok"] = True
     return out
