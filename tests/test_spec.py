@@ -1,4 +1,5 @@
 """Spec parsing, validation and round trips, NVIDIA's files read exactly as published."""
+import dataclasses
 import json
 import os
 
@@ -86,6 +87,23 @@ def test_malformed_json_names_the_file(tmp_path):
     (lambda d: d["layers"][2].update(expansion=-1), 2, "expansion"),
     (lambda d: d["layers"][1].update(type="mlp"), 1, "type"),
     (lambda d: d["layers"][3].pop("out_channels"), 3, "out_channels"),
+    # every field is type-checked: no truthy strings, no stage of any type
+    (lambda d: d["layers"][2].update(se="no"), 2, "se"),
+    (lambda d: d["layers"][2].update(se=1), 2, "se"),
+    (lambda d: d["layers"][2].update(stage="4"), 2, "stage"),
+    (lambda d: d["layers"][2].update(stage=-1), 2, "stage"),
+    (lambda d: d["layers"][1].update(stride=True), 1, "stride"),
+    (lambda d: d["layers"][2].update(expansion="3"), 2, "expansion"),
+    (lambda d: d["layers"][2].update(act=None), 2, "act"),
+    (lambda d: d["layers"][3].update(pre_logits_channels=2.5), 3, "pre_logits_channels"),
+    # fields the layer kind ignores are refused, not silently dropped
+    (lambda d: d["layers"][0].update(kernel_size=7), 0, "kernel_size"),  # the stem is always 3x3
+    (lambda d: d["layers"][0].update(se=True), 0, "se"),
+    (lambda d: d["layers"][3].update(act="relu"), 3, "act"),
+    (lambda d: d["layers"][3].update(stride=2), 3, "stride"),
+    (lambda d: d["layers"][3].update(stage=9), 3, "stage"),
+    (lambda d: d["layers"][1].update(type="conv"), 1, "expansion"),
+    (lambda d: d["layers"][1].update(type=["irb"]), 1, "type"),
 ])
 def test_bad_entries_name_file_entry_and_field(tmp_path, mutate, index, field):
     d = _small_spec_dict()
@@ -96,6 +114,48 @@ def test_bad_entries_name_file_entry_and_field(tmp_path, mutate, index, field):
         load_spec(str(p))
     assert e.value.index == index and e.value.field == field
     assert "bad.json" in str(e.value) and f"entry {index}" in str(e.value) and field in str(e.value)
+
+
+@pytest.mark.parametrize("key, value", [("resolution", "64"), ("resolution", 64.0), ("num_classes", True),
+                                        ("family", ["standard"]), ("name", 5)])
+def test_bad_top_level_fields_name_the_field(tmp_path, key, value):
+    d = _small_spec_dict()
+    d[key] = value
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(SpecError) as e:
+        load_spec(str(p))
+    assert e.value.field == key and "bad.json" in str(e.value)
+
+
+def _distill_spec_dict():
+    d = _small_spec_dict()
+    d["family"] = "distill"
+    del d["layers"][1]
+    d["layers"][1].update(in_channels=16, se=False)
+    d["layers"][2].update(pre_logits_channels=128)
+    return d
+
+
+def test_distill_tail_needs_pre_logits_channels():
+    parse_spec(_distill_spec_dict())
+    d = _distill_spec_dict()
+    del d["layers"][-1]["pre_logits_channels"]
+    with pytest.raises(SpecError) as e:
+        parse_spec(d, source="d.json")
+    assert (e.value.index, e.value.field) == (2, "pre_logits_channels") and "d.json" in str(e.value)
+
+
+def test_validate_checks_specs_built_in_code():
+    """Specs made in Python (search space, NVIDIA reader) get the same checks as files."""
+    good = parse_spec(_small_spec_dict())
+    layers = list(good.layers)
+    for i, change, fld in [(2, dict(se="no"), "se"), (2, dict(stage=1.5), "stage"), (0, dict(kernel_size=7), "kernel_size"),
+                           (3, dict(act="relu"), "act")]:
+        bad = good.replace(layers=tuple(layers[:i] + [dataclasses.replace(layers[i], **change)] + layers[i + 1:]))
+        with pytest.raises(SpecError) as e:
+            bad.validate()
+        assert (e.value.index, e.value.field) == (i, fld)
 
 
 def test_nvidia_format_errors_name_entry(reference_dir, tmp_path):
@@ -125,13 +185,28 @@ def test_structure_rules():
         parse_spec(d)
 
 
-def test_save_spec_leaves_nothing_behind_on_failure(tmp_path):
+def test_save_spec_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
     bad = NetworkSpec(layers=(LayerSpec("head", 3, 8, stride=2), LayerSpec("tail", 16, 32)))
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(SpecError):
         save_spec(bad, out / "spec.json")
     assert os.listdir(out) == []
+    # a failure in the middle of the write (disk full once the bytes are in the temp file)
+    # leaves the previous file intact and no temp file beside it
+    old, new = Registry().spec("gpunet-0"), Registry().spec("gpunet-1")
+    save_spec(old, out / "spec.json")
+    before = (out / "spec.json").read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_spec(new, out / "spec.json")
+    monkeypatch.undo()
+    assert os.listdir(out) == ["spec.json"] and (out / "spec.json").read_bytes() == before
+    assert load_spec(out / "spec.json") == old
 
 
 def test_load_spec_accepts_hub_names():
