@@ -16,7 +16,7 @@ from torch import nn
 
 from .nvidia import is_nvidia_state_dict, state_dict_from_nvidia
 from .spec import NetworkSpec
-from .errors import GPUNetError
+from .errors import BadInputError
 
 __all__ = ["CheckpointError", "read_checkpoint", "extract_state_dict", "to_gpunet_state_dict",
            "load_state_dict_checked", "load_checkpoint", "SAFE_GLOBALS"]
@@ -27,7 +27,7 @@ SAFE_GLOBALS = [argparse.Namespace]
 CLASSIFIER_KEYS = ("classifier.weight", "classifier.bias")
 
 
-class CheckpointError(GPUNetError, RuntimeError):
+class CheckpointError(BadInputError, RuntimeError):
     """A checkpoint does not fit the architecture; the message lists the offending keys."""
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -17,7 +15,6 @@ from gpunet.weights.download import download_url
 from test_weights_download import cache_files, same_weights
 from test_weights_support import Mirror, mirror_manifest, ngc_path, ngc_zip_bytes, nvidia_checkpoint_bytes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.filterwarnings("ignore:.*publisher gives no checksum")
 
 
@@ -214,24 +211,28 @@ def test_corrupt_safetensors_raises_checkpoint_error_naming_the_file(tmp_path):
         gpunet.get_model("gpunet-0", checkpoint_path=str(bad))
 
 
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "gpunet", *args], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=REPO, **(env or {})))
+def _cli(capsys, *args):
+    """The ``gpunet`` command in-process: (exit code, stdout, stderr); a traceback would raise here."""
+    from gpunet.cli import main
+
+    capsys.readouterr()
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
 
 
-def test_cli_corrupt_safetensors_and_manifest_give_one_line_errors(tmp_path):
+def test_cli_corrupt_safetensors_and_manifest_give_one_line_errors(tmp_path, capsys, monkeypatch):
     bad = tmp_path / "bad.safetensors"
     _corrupt_safetensors(bad)
-    r = _cli("weights", "import", "gpunet-0", str(bad))
-    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and str(bad) in r.stderr
+    rc, _, err = _cli(capsys, "weights", "import", "gpunet-0", str(bad))
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and str(bad) in err, err
     (tmp_path / "m.json").write_text('{"schema": "gpunet-weights/1", "models": {')
-    r = _cli("weights", "download", "gpunet-0", env={"GPUNET_WEIGHTS_MANIFEST": str(tmp_path / "m.json")})
-    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and "m.json: not valid JSON" in r.stderr
+    monkeypatch.setenv("GPUNET_WEIGHTS_MANIFEST", str(tmp_path / "m.json"))
+    rc, _, err = _cli(capsys, "weights", "download", "gpunet-0")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "m.json: not valid JSON" in err, err
 
 
-def test_verify_deep_reports_a_corrupt_file_and_goes_on(g0, tmp_path):
+def test_verify_deep_reports_a_corrupt_file_and_goes_on(g0, tmp_path, capsys):
     from gpunet.weights import convert_to_safetensors
     from gpunet.weights.cache import write_record
     from gpunet.weights.manifest import Variant
@@ -247,14 +248,17 @@ def test_verify_deep_reports_a_corrupt_file_and_goes_on(g0, tmp_path):
     out = {r["variant"]: r for r in verify_cached(deep=True)}
     assert out["nvidia-ngc"]["ok"]
     assert not out["safetensors"]["ok"] and st["path"] in out["safetensors"]["problem"]
-    r = _cli("weights", "verify", "--deep", env={"GPUNET_HOME": os.environ["GPUNET_HOME"]})
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "nvidia-ngc" in r.stdout and "FAIL" in r.stdout
+    rc, out, _ = _cli(capsys, "weights", "verify", "--deep")
+    assert rc == 1 and "FAIL" in out and "does not load" in out
+    assert [line.split()[1:3] for line in out.splitlines() if line.startswith("gpunet-0")] == \
+        [["nvidia-ngc", "ok"], ["safetensors", "FAIL"]]
 
 
-def test_cli_convert_refuses_an_unpinned_hugging_face_revision(tmp_path):
+def test_cli_convert_refuses_an_unpinned_hugging_face_revision(g0, tmp_path, capsys):
+    (tmp_path / "a.pth.tar").write_bytes(g0[1])
     for extra in ([], ["--hf-revision", "main"]):
-        r = _cli("weights", "convert", "gpunet-0", str(tmp_path / "missing.pth.tar"), str(tmp_path / "o.safetensors"),
-                 "--manifest", str(tmp_path / "m.json"), "--hf-repo", "me/gpunet", *extra)
-        assert r.returncode != 0 and "40-hex commit" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        rc, _, err = _cli(capsys, "weights", "convert", "gpunet-0", str(tmp_path / "a.pth.tar"),
+                          str(tmp_path / "o.safetensors"), "--manifest", str(tmp_path / "m.json"), "--hf-repo",
+                          "me/gpunet", *extra)
+        assert rc != 0 and "40-hex commit" in err, err
     assert not (tmp_path / "o.safetensors").exists() and not (tmp_path / "m.json").exists()

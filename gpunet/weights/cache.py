@@ -13,6 +13,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from .._io import atomic_write_text
+from ..errors import BadInputError
 from ..registry import gpunet_home
 from .download import ChecksumError, sha256_file
 from .manifest import Variant
@@ -23,8 +24,9 @@ __all__ = ["RECORD_SCHEMA", "CacheCorruptError", "cache_root", "variant_dir", "c
 RECORD_SCHEMA = "gpunet-weights-record/1"
 
 
-class CacheCorruptError(ChecksumError):
-    """A cached weight file no longer matches the sha256 it was verified with."""
+class CacheCorruptError(BadInputError, ChecksumError):
+    """A cached weight file no longer matches the sha256 it was verified with, or its record is
+    unreadable (CLI exit code 2, like every corrupt input file)."""
 
 
 def cache_root() -> str:
