@@ -1,4 +1,5 @@
-"""``gpunet sample`` (Sobol pools tiered by latency) and ``gpunet lut build|validate|export|info``."""
+"""``gpunet sample`` (Sobol pools tiered by latency), ``gpunet lut build|validate|export|info`` and
+``gpunet search run|status|export`` (the distributed search and its winners)."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +70,8 @@ def register(subparsers) -> None:
     i.add_argument("--lut", required=True)
     i.add_argument("--json", action="store_true")
     i.set_defaults(handler=_info)
+
+    _register_search(subparsers)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -245,3 +248,122 @@ def _sample(args) -> int:
               f"{summary['estimated_by_costmodel']} use cost-model estimates; `gpunet lut build --pool {args.out}` "
               f"measures what they need", file=sys.stderr)
     return 0
+
+
+# ---------------------------------------------------------------------------------------- search
+def _register_search(subparsers) -> None:
+    s = subparsers.add_parser("search", help="run a NAS over a pool (Ray or in-process), follow it, export winners")
+    sub = s.add_subparsers(dest="search_command", metavar="ACTION")
+    s.set_defaults(handler=lambda args: (s.print_help(), 2)[1])
+
+    r = sub.add_parser("run", help="evaluate --budget candidates of a pool with an ask/tell algorithm",
+                       description="Journal: OUT/results.jsonl, one line per evaluated candidate. Re-run with "
+                                   "--resume (same arguments) after a crash to finish the budget.")
+    r.add_argument("--pool", required=True, help="pool .npz from `gpunet sample`")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--group", type=int, help="latency group label of the pool (pools sampled with --lut)")
+    g.add_argument("--latency-ms", help="LO:HI, candidates with LO <= latency < HI")
+    r.add_argument("--evaluator", choices=("train", "synthetic"), required=True)
+    r.add_argument("--algorithm", choices=("lamcts", "tpe", "random"), required=True)
+    r.add_argument("--budget", type=int, required=True, help="candidates to evaluate (journal lines at the end)")
+    r.add_argument("--workers", type=int, default=1, help="trials at once (ConcurrencyLimiter)")
+    r.add_argument("--gpus-per-trial", type=float, default=0.0)
+    r.add_argument("--cpus-per-trial", type=float, default=1.0)
+    r.add_argument("--engine", choices=("ray", "local"), default="ray",
+                   help="ray: local Ray or --address; local: one at a time in this process, no Ray")
+    r.add_argument("--address", help="join a running Ray cluster, e.g. ray://HOST:10001 or auto")
+    r.add_argument("--max-retries", type=int, default=3, help="retries of a trial whose worker died")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", required=True, help="search folder (shared storage on a cluster)")
+    r.add_argument("--resume", action="store_true", help="continue the search in --out")
+    t = r.add_argument_group("train evaluator")
+    t.add_argument("--data-dir", help="ImageFolder with train/ and val/")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--img-size", type=int, help="training resolution (default: the candidate's)")
+    t.add_argument("--train-config", help="YAML of TrainConfig keys (recipe, lr, batch_size, ...)")
+    t.add_argument("--early-stop-patience", type=int)
+    y = r.add_argument_group("synthetic evaluator")
+    y.add_argument("--eval-seconds", type=float, default=0.0, help="time one evaluation takes")
+    y.add_argument("--fail-rate", type=float, default=0.0,
+                   help="share of candidates that fail on purpose (to see failure accounting)")
+    r.add_argument("--json", action="store_true", help="final status as JSON (last line)")
+    r.set_defaults(handler=_search_run)
+
+    st = sub.add_parser("status", help="progress, best so far and running trials of a search folder")
+    st.add_argument("dir")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(handler=_search_status)
+
+    e = sub.add_parser("export", help="write the best candidates into the user registry (gpunet.query lists them)")
+    e.add_argument("dir")
+    e.add_argument("--top", type=int, default=1)
+    e.add_argument("--device", required=True, help="device name the latencies are for")
+    e.add_argument("--backend", default="onnxruntime", help="latency.benchmark backend")
+    e.add_argument("--no-measure", action="store_true", help="use the pool's table estimate (kind: estimated)")
+    e.add_argument("--prefix", help="model name prefix (default: search-<folder name>)")
+    e.add_argument("--iters", type=int, default=50)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(handler=_search_export)
+
+
+def _search_run(args) -> int:
+    from gpunet.search.runner import SearchSettings, run_search
+
+    lat = None
+    if args.latency_ms:
+        try:
+            lo, hi = (float(x) for x in args.latency_ms.split(":"))
+        except ValueError:
+            raise ValueError(f"--latency-ms: expected LO:HI in ms, got {args.latency_ms!r}") from None
+        lat = (lo, hi)
+    if args.evaluator == "train":
+        if not args.data_dir or not args.epochs:
+            raise ValueError("--evaluator train needs --data-dir and --epochs")
+        opts = dict(data_dir=args.data_dir, epochs=args.epochs, img_size=args.img_size,
+                    train_config=args.train_config, early_stop_patience=args.early_stop_patience, seed=args.seed)
+    else:
+        opts = dict(eval_seconds=args.eval_seconds, fail_rate=args.fail_rate)
+    settings = SearchSettings(
+        pool=args.pool, out=args.out, evaluator=args.evaluator, algorithm=args.algorithm, budget=args.budget,
+        workers=args.workers, group=args.group, latency_ms=lat, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, engine=args.engine, address=args.address, seed=args.seed,
+        max_retries=args.max_retries, evaluator_options=opts)
+    status = run_search(settings, resume=args.resume)
+    _print_status(status, args.json)
+    return 0
+
+
+def _print_status(st, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(st))  # one line: the last line of output is the status
+        return
+    best = st["best"]
+    print(f"{st['out']}: {st['completed']}/{st['budget']} evaluated ({st['failed']} failed), "
+          f"{len(st['running'])} running; evaluator {st['evaluator']}, algorithm {st['algorithm']}")
+    if best:
+        lat = "-" if best.get("latency_ms") is None else f"{best['latency_ms']:.3g} ms"
+        print(f"best: {best['value']:.4g} (candidate {best['candidate_id']}, latency {lat})")
+    for r in st["running"]:
+        print(f"running: candidate {r['candidate_id']} (worker pid {r['worker_pid'] or '-'})")
+
+
+def _search_status(args) -> int:
+    from gpunet.search.runner import search_status
+
+    _print_status(search_status(args.dir), args.json)
+    return 0
+
+
+def _search_export(args) -> int:
+    from gpunet.search.export_winners import export_winners
+
+    rows = export_winners(args.dir, top=args.top, device=args.device, backend=args.backend,
+                          measure=not args.no_measure, prefix=args.prefix, iters=args.iters)
+    if args.json:
+        print(json.dumps({"models": rows}))
+        return 0
+    print(format_table([[r["name"], f"{r['top1']:.2f}", r["dataset"], f"{r['latency_ms']:.4g}", r["latency_kind"],
+                         r["checkpoint"]] for r in rows], ["model", "top-1", "dataset", "latency ms", "kind",
+                                                          "checkpoint"]))
+    return 0
+
