@@ -47,7 +47,8 @@ def get_model(name: Union[str, NetworkSpec], gpu: Optional[str] = None, pretrain
             typo or an untiered model fails loudly.
         pretrained: download (once) and load published weights (see :mod:`gpunet.weights`).
         checkpoint_path: a local file: NVIDIA's ``.pth.tar`` as published, a timm training
-            checkpoint, or our state_dict / safetensors.
+            checkpoint, or our state_dict / safetensors. A registry model that records a
+            ``checkpoint`` (a search winner from ``gpunet search export``) loads it by default.
         weights: which weight variant to use with ``pretrained`` (e.g. ``"nvidia-ngc"``).
         features_only: return timm's multi-scale feature extractor instead of a classifier.
         **kwargs: ``num_classes``, ``in_chans``, ``drop_rate``, ``drop_path_rate``, ``global_pool``.
@@ -70,6 +71,9 @@ def get_model(name: Union[str, NetworkSpec], gpu: Optional[str] = None, pretrain
                              f"models tiered there: {', '.join(tiered) or 'none'}")
     if pretrained and checkpoint_path:
         raise ValueError("pass either pretrained=True or checkpoint_path, not both")
+    own = reg.models[hub_name].get("checkpoint") if hub_name is not None else None
+    if own and not checkpoint_path:  # a search winner (gpunet search export): its weights are the model
+        checkpoint_path, pretrained = own, False
     model = build_model(spec, **kwargs)
     if checkpoint_path:
         from .checkpoint import load_checkpoint
