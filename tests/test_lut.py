@@ -280,3 +280,48 @@ def test_refresh_keeps_lower_latency_and_min_statistic(tmp_path):
         t.set_meta("calibration", {**Calibration(2.0, 0.0, 0.0, 5).to_dict(), "statistic": "min"})
         assert LatencyEstimator(t, space, statistic="min").estimate(vectors).calibrated
         assert not LatencyEstimator(t, space).estimate(vectors).calibrated
+
+
+# -- the table's own guarantees, on every write path -----------------------------------------------
+def _ours(path, threads=None):
+    t = LatencyTable(str(path), backend="onnxruntime", fingerprint=FAKE_FP, create=True)
+    if threads is not None:
+        t.resolve_threads(threads)
+    return t
+
+
+def test_every_write_path_needs_the_measuring_device(tmp_path):
+    """put / put_many / fill / merge on a table opened without a fingerprint (read-only use: any
+    machine may estimate from it) would store latencies from an unknown device."""
+    keys = _tiny_keys()
+    _ours(tmp_path / "t.db").close()
+    src = _ours(tmp_path / "src.db")
+    src.put(keys[0], {"median_ms": 1.0})
+    with LatencyTable(str(tmp_path / "t.db")) as t:
+        for write in (lambda: t.put(keys[0], {"median_ms": 1.0}),
+                      lambda: t.put_many([(keys[1], {"median_ms": 1.0})]),
+                      lambda: t.fill(keys, lambda k: {"median_ms": 1.0}, progress=False),
+                      lambda: t.merge(src)):
+            with pytest.raises(LUTDeviceMismatch, match="fingerprint"):
+                write()
+        assert len(t) == 0
+        # naming the device on fill checks it against the table's
+        with pytest.raises(LUTDeviceMismatch, match="feedfacecafe"):
+            t.fill(keys, lambda k: {"median_ms": 1.0}, progress=False, fingerprint=dict(FAKE_FP, id="other"))
+        assert t.fill(keys, lambda k: {"median_ms": 1.0}, progress=False, fingerprint=FAKE_FP)["measured"] == 3
+    src.close()
+
+
+def test_thread_count_is_enforced_on_merge_and_put(tmp_path):
+    keys = _tiny_keys()
+    a, b, c = _ours(tmp_path / "a.db", threads=4), _ours(tmp_path / "b.db", threads=2), _ours(tmp_path / "c.db")
+    b.put(keys[0], {"median_ms": 1.0})
+    with pytest.raises(LUTDeviceMismatch, match="threads"):
+        a.merge(b)
+    assert len(a) == 0
+    with pytest.raises(LUTDeviceMismatch, match="threads"):
+        a.put(keys[1], {"median_ms": 1.0, "threads": 2})
+    a.put(keys[1], {"median_ms": 1.0, "threads": 4})
+    assert c.merge(b) == 1 and c.get_meta("threads") == 2  # an unset count is taken from the merged table
+    for t in (a, b, c):
+        t.close()

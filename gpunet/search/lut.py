@@ -6,10 +6,19 @@ table file holds one device + backend; its fingerprint is recorded at creation a
 refuses to be filled (or merged) from another device.
 
 Filling is incremental (only missing keys are measured), resumable (every measurement is
-committed as it lands) and parallel-safe: processes claim a key in the ``claims`` table
-inside an ``IMMEDIATE`` transaction, so several workers (or machines sharing the file over a
-local disk) can fill one table without measuring a key twice. Claims of dead processes, or
-older than ``claim_timeout``, are taken over.
+committed as it lands) and parallel-safe on one host: processes claim a key in the ``claims``
+table inside an ``IMMEDIATE`` transaction, so several worker processes can fill one table
+without measuring a key twice. Claims of dead processes (checked by pid, so on this host only)
+or older than ``claim_timeout`` are taken over.
+
+Supported: one file per host, any number of processes on that host, on a local disk. SQLite's
+WAL mode needs shared memory, so one file must *not* be shared by several hosts (NFS and other
+network file systems break its locking). To measure on many hosts of the same device model,
+fill one table per host and :meth:`LatencyTable.merge` them (same device, backend and thread
+count, or :class:`LUTDeviceMismatch`).
+
+Every write path (``put``, ``put_many``, ``fill``, ``merge``) checks that the table was
+opened with the measuring device's fingerprint and that thread counts agree.
 """
 from __future__ import annotations
 
@@ -254,8 +263,10 @@ class LatencyTable:
         self.meta = self._read_meta()
         if backend is not None and backend != self.backend:
             raise LUTDeviceMismatch(f"latency table {self.path} holds {self.backend!r} latencies, not {backend!r}")
+        self._writable = False  # set once a fingerprint proved this is the table's device
         if fingerprint is not None:
             self.check_device(fingerprint)
+            self._writable = True
 
     # -- creation / checks ---------------------------------------------------------------------
     def _create(self, backend: str, fingerprint: Dict[str, Any]) -> None:
@@ -311,6 +322,21 @@ class LatencyTable:
                 f"{fingerprint.get('backend')}); differing fields: {', '.join(diff) or 'id'}. "
                 f"Use a separate table per device.")
 
+    def _check_writable(self) -> None:
+        """Every write path stores latencies of *this* device: the table must have been opened
+        (or :meth:`fill` called) with the measuring device's fingerprint."""
+        if not self._writable:
+            raise LUTDeviceMismatch(
+                f"latency table {self.path} was opened without a device fingerprint (read-only use); "
+                f"to add measurements open it with fingerprint=device_fingerprint({self.backend!r}) "
+                f"of the device they come from")
+
+    def _check_threads(self, threads: Any, what: str) -> None:
+        have = self.get_meta("threads")
+        if threads is not None and have is not None and int(threads) != int(have):
+            raise LUTDeviceMismatch(f"latency table {self.path} was measured with {have} threads; "
+                                    f"refusing {what} taken with {threads}")
+
     @contextlib.contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
         self._conn.execute(f"BEGIN {mode}")
@@ -343,9 +369,7 @@ class LatencyTable:
                 self._conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('threads', ?)",
                                    (json.dumps(threads),))
             have = self.get_meta("threads")
-        if threads is not None and have is not None and int(threads) != int(have):
-            raise LUTDeviceMismatch(f"latency table {self.path} was measured with {have} threads; "
-                                    f"refusing to add measurements taken with {threads}")
+        self._check_threads(threads, "measurements")
         return have
 
     # -- metadata --------------------------------------------------------------------------------
@@ -444,7 +468,9 @@ class LatencyTable:
         ``keep_lower``: when the key is already there, keep whichever median is lower (and the
         lower minimum): repeated measurements on a busy machine converge on the undisturbed time.
         """
+        self._check_writable()
         values = dict(result) if isinstance(result, dict) else _result_row(result)
+        self._check_threads(values.get("threads"), "a measurement")
         values.setdefault("iters", None)
         row = key.to_row()
         row.update({c: values.get(c) for c in ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "iters")})
@@ -467,10 +493,12 @@ class LatencyTable:
 
     def put_many(self, items: Iterable[Tuple[BlockKey, Any]], source: str = "measured") -> int:
         """Record many (key, result) pairs in one transaction (imports, merges, synthetic tables)."""
+        self._check_writable()
         rows = []
         now = time.time()
         for key, result in items:
             values = dict(result) if isinstance(result, dict) else _result_row(result)
+            self._check_threads(values.get("threads"), f"measurement {key.key}")
             row = key.to_row()
             row.update({c: values.get(c) for c in ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "iters")})
             if row["median_ms"] is None:
@@ -517,6 +545,8 @@ class LatencyTable:
 
         if fingerprint is not None:
             self.check_device(fingerprint)
+            self._writable = True
+        self._check_writable()
         keys = list(keys)
         todo = list({k.key: k for k in keys}.values()) if refresh else self.missing(keys)
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -553,10 +583,18 @@ class LatencyTable:
         return counts
 
     def merge(self, other: "LatencyTable") -> int:
-        """Copy measurements another table (same device and backend) has and this one lacks."""
+        """Copy measurements another table (same device, backend and thread count) has and this
+        one lacks. This is how tables filled on several hosts are combined (see the module doc)."""
+        self._check_writable()
         if other.device_id != self.device_id or other.backend != self.backend:
             raise LUTDeviceMismatch(f"cannot merge {other.path} (device {other.device_id}, {other.backend}) into "
                                     f"{self.path} (device {self.device_id}, {self.backend})")
+        theirs = other.get_meta("threads")
+        self._check_threads(theirs, f"the measurements of {other.path}")
+        if theirs is not None and self.get_meta("threads") is None:
+            with self._transaction():
+                self._conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('threads', ?)",
+                                   (json.dumps(theirs),))
         rows = other.rows()
         have = set(self.medians({r["key"] for r in rows}))
         new = [r for r in rows if r["key"] not in have]
