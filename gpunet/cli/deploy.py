@@ -19,10 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="weights to load first (any format gpunet reads)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (verified at batch 3)")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="tensorrt with --dynamic-batch: largest batch of the engine's profile (default --batch-size)")
     p.add_argument("--resolution", type=int, default=None, help="input side in px (default: the model's)")
     p.add_argument("--opset", type=int, default=None)
     p.add_argument("--half", action="store_true", help="FP16 ONNX (what TensorRT 11 needs for an FP16 engine)")
-    p.add_argument("--precision", default=None, help="openvino: fp32|bf16 check precision; tensorrt: fp32|fp16|bf16")
+    p.add_argument("--precision", default=None,
+                   help="openvino: fp32|bf16 check precision; tensorrt: fp32|fp16 (default)|bf16 (TensorRT 10 only)")
     p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the checker / PyTorch comparison")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -80,6 +83,8 @@ def _model(name: str, checkpoint: str = None):
 def cmd_export(args) -> int:
     base = os.path.splitext(os.path.basename(args.name))[0]
     out = args.out or base + {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}[args.format]
+    if args.max_batch is not None and args.format != "tensorrt":
+        raise ValueError("--max-batch applies to --format tensorrt (an ONNX / OpenVINO dynamic batch has no maximum)")
     model = _model(args.name, args.checkpoint)
     if args.format == "onnx":
         if args.precision not in (None, "fp32", "fp16"):
@@ -95,25 +100,21 @@ def cmd_export(args) -> int:
         report = export_openvino(model, out, batch_size=args.batch_size, dynamic_batch=args.dynamic_batch,
                                  precision=args.precision or "fp32", check=args.check, resolution=args.resolution)
     else:
-        import tempfile
+        from gpunet.export.tensorrt import export_engine
 
-        from gpunet.export import build_engine, export_onnx
-        from gpunet.export.tensorrt import is_strongly_typed, tensorrt_version, validate_engine_options
-
-        precision = args.precision or "fp16"
-        major, _ = tensorrt_version()  # the install hint comes before a slow export
-        validate_engine_options(precision, args.workspace_gb, args.batch_size, major=major)
-        with tempfile.TemporaryDirectory(prefix="gpunet-trt-") as tmp:
-            onnx_path = os.path.join(tmp, "model.onnx")
-            half = args.half or (precision == "fp16" and is_strongly_typed(major))
-            export_onnx(model, onnx_path, batch_size=args.batch_size, dynamic_batch=args.dynamic_batch,
-                        half=half, check=args.check, resolution=args.resolution, opset=args.opset)
-            report = build_engine(onnx_path, out, precision=precision, workspace_gb=args.workspace_gb,
-                                  batch=args.batch_size)
+        # TensorRT version, precision vs the export's dtype and the batch profile are checked before exporting
+        report = export_engine(model, out, precision=args.precision or "fp16", batch_size=args.batch_size,
+                               max_batch=args.max_batch, dynamic_batch=args.dynamic_batch, half=args.half,
+                               resolution=args.resolution, opset=args.opset, check=args.check,
+                               workspace_gb=args.workspace_gb)
     if args.json:
         print_json(report)
         return 0
     print(f"wrote {out}")
+    if args.format == "tensorrt":
+        batches = f"batch {report['batch']}" if not report["dynamic_batch"] else \
+            f"dynamic batch 1..{report['max_batch']} (opt {report['batch']})"
+        print(f"TensorRT {report['tensorrt']}, {report['precision']}, {batches}")
     if report.get("checked") or report.get("max_rel_err") is not None:
         print(f"checked against PyTorch: max abs error {report['max_abs_err']:.3g}, "
               f"max rel error {report['max_rel_err']:.3g}")
@@ -167,6 +168,10 @@ def cmd_bench(args) -> int:
     first = results[0]
     print(f"{first.backend} {first.precision}, {first.threads or '-'} threads, {first.iters} iterations after "
           f"{first.warmup} warm-up on {first.fingerprint.get('gpu') or first.fingerprint.get('cpu')}")
+    if first.backend == "tensorrt":
+        fp = first.fingerprint
+        print(f"TensorRT {fp.get('tensorrt', '?')} on {fp.get('gpu', '?')} (driver {fp.get('gpu_driver', '?')}, "
+              f"CUDA {fp.get('cuda', '?')}); timing: {first.timing}")
     if first.calibration:
         print(f"int8 calibrated on {first.calibration}")
     print(format_table(rows, ["model", "input", "batch", "median ms", "p90 ms", "p99 ms", "std ms", "img/s"]))

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from ..export.onnx import export_onnx_proto, require, resolve_model_input
-from .fingerprint import device_fingerprint
+from .fingerprint import device_fingerprint, fingerprint_id
 
 __all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_runner", "summarize"]
 
 #: backend -> precisions it can be asked for (subject to the hardware, checked at run time).
 PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
-              "tensorrt": ("fp32", "fp16", "bf16")}
+              "tensorrt": ("fp32", "fp16", "bf16", "int8")}
 BACKENDS = tuple(PRECISIONS)
 
 
@@ -169,20 +169,34 @@ def make_runner(model: nn.Module, input_shape: Sequence[int], backend: str, prec
     raise AssertionError(backend)
 
 
-def _tensorrt_times(model: nn.Module, input_shape: Sequence[int], precision: str, warmup: int, iters: int,
-                    workdir: str) -> List[float]:
-    from ..export.tensorrt import _import_tensorrt, build_engine, engine_latency, is_strongly_typed, \
-        parse_tensorrt_version, validate_engine_options
+def _tensorrt_half(precision: str, batch: int) -> bool:
+    """TensorRT present, options valid, and whether the export is FP16: all before any slow work
+    (bf16 on strongly typed TensorRT 11 is refused here, not after an fp32 export)."""
+    from ..export import tensorrt as trt_export
 
-    trt = _import_tensorrt()  # clear error before a slow export
-    major, _ = parse_tensorrt_version(trt.__version__)
-    validate_engine_options(precision, batch=input_shape[0], major=major)
-    half = precision == "fp16" and is_strongly_typed(major)
+    major, _ = trt_export.tensorrt_version()
+    if precision == "int8":  # the QDQ graph from int8_graph; its Q/DQ nodes are checked by build_engine
+        trt_export.validate_engine_options(precision, batch=batch, major=major)
+        return False
+    half = trt_export.export_half(precision, major)
+    trt_export.validate_engine_options(precision, batch=batch, major=major, onnx_dtype="float16" if half else "float32")
+    return half
+
+
+def _tensorrt_times(model: nn.Module, input_shape: Sequence[int], precision: str, warmup: int, iters: int,
+                    workdir: str, proto: Any = None) -> Dict[str, Any]:
+    """Export (or take the INT8 QDQ ``proto``), build, and time; engine_latency's dict (times,
+    whether a CUDA graph was replayed, the timing label, TensorRT version, GPU)."""
+    from ..export import tensorrt as trt_export
+
+    half = _tensorrt_half(precision, input_shape[0])
     onnx_path, engine_path = os.path.join(workdir, "model.onnx"), os.path.join(workdir, "model.engine")
+    if proto is None:
+        proto = export_onnx_proto(model, input_shape, half=half)
     with open(onnx_path, "wb") as f:
-        f.write(export_onnx_proto(model, input_shape, half=half).SerializeToString())
-    build_engine(onnx_path, engine_path, precision=precision, batch=input_shape[0])
-    return engine_latency(engine_path, batch=input_shape[0], warmup=warmup, iters=iters)["times_ms"]
+        f.write(proto.SerializeToString())
+    trt_export.build_engine(onnx_path, engine_path, precision=precision, batch=input_shape[0])
+    return trt_export.engine_latency(engine_path, batch=input_shape[0], warmup=warmup, iters=iters)
 
 
 def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime", batch_size: int = 1,
@@ -218,16 +232,18 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
     model, shape, name = resolve_model_input(model_or_name, batch_size, resolution, input_shape)
     date = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     workdir = tempfile.mkdtemp(prefix="gpunet-bench-")
-    proto = calibration = None
+    proto = calibration = trt_info = None
     try:
-        if precision == "int8" and backend in ("onnxruntime", "openvino"):
+        if backend == "tensorrt":
+            _tensorrt_half(precision, shape[0])  # install hint / option errors before export or calibration
+        if precision == "int8" and backend in ("onnxruntime", "openvino", "tensorrt"):
             from ..export.quantize import int8_graph
 
             _check_int("calib_size", calib_size, 1)
             proto, calibration = int8_graph(model, shape, calib_data, calib_size)
         if backend == "tensorrt":
-            times = _tensorrt_times(model, shape, precision, warmup, iters, workdir)
-            timing = "GPU compute time (CUDA events around a CUDA-graph replay), TensorRT"
+            trt_info = _tensorrt_times(model, shape, precision, warmup, iters, workdir, proto=proto)
+            times, timing = trt_info["times_ms"], trt_info["timing"]  # says whether a CUDA graph was replayed
         else:
             run, timing = make_runner(model, shape, backend, precision, threads, workdir, proto=proto)
             steps = range(iters)
@@ -246,8 +262,14 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     stats = summarize(times)
+    fingerprint = device_fingerprint(backend)
+    if trt_info is not None:  # what actually ran, from TensorRT and CUDA themselves
+        fingerprint["tensorrt"] = trt_info["tensorrt"]
+        if not fingerprint.get("gpu"):
+            fingerprint["gpu"] = trt_info["gpu"]
+            fingerprint["id"] = fingerprint_id(fingerprint)
     return BenchmarkResult(
         model=name, backend=backend, precision=precision, batch_size=shape[0], input_shape=tuple(shape),
         iters=iters, warmup=warmup, threads=threads, throughput=shape[0] * 1e3 / stats["median_ms"],
-        timing=timing, fingerprint=device_fingerprint(backend), date=date, times_ms=[float(t) for t in times],
+        timing=timing, fingerprint=fingerprint, date=date, times_ms=[float(t) for t in times],
         calibration=calibration, **stats)
