@@ -262,3 +262,30 @@ def test_cli_convert_refuses_an_unpinned_hugging_face_revision(g0, tmp_path, cap
                           "me/gpunet", *extra)
         assert rc != 0 and "40-hex commit" in err, err
     assert not (tmp_path / "o.safetensors").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_hugging_face_file_that_does_not_fit_is_removed_and_not_recorded(g0, tmp_path, monkeypatch):
+    """A pinned Hub file with the manifest's sha256 but missing a tensor: the strict load refuses it."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from gpunet.weights.manifest import Source, Variant
+
+    sd = {k: v.contiguous() for k, v in g0[0].state_dict().items() if k != "classifier.bias"}
+    save_file(sd, str(tmp_path / "g0.safetensors"), metadata={"format": "pt"})
+    data = (tmp_path / "g0.safetensors").read_bytes()
+    sha, repo, commit = hashlib.sha256(data).hexdigest(), "nvidia-gpunet/gpunet-0", "d" * 40
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    manifest = load_manifest()
+    with Mirror() as m:
+        endpoint = m.hub(repo, commit, "g0.safetensors", data, etag=sha)
+        var = Variant(model="gpunet-0", name="safetensors", format="safetensors", file="g0.safetensors", sha256=sha,
+                      size=len(data), license="-", source="-",
+                      sources=[Source(type="hf", repo_id=repo, filename="g0.safetensors", revision=commit,
+                                      endpoint=endpoint)])
+        (tmp_path / "m.json").write_text(manifest.with_variant(var, prefer=True).to_json())
+        monkeypatch.setenv("GPUNET_WEIGHTS_MANIFEST", str(tmp_path / "m.json"))
+        with pytest.raises(DownloadError, match=r"(?s)hf://nvidia-gpunet/gpunet-0.*1 missing.*classifier\.bias"):
+            fetch_weights("gpunet-0", "safetensors")
+    left = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "hf") for f in fs]
+    assert not [f for f in left if "blobs" in f or "snapshots" in f] and cache_files() == []
