@@ -218,23 +218,20 @@ def spec_file(tmp_path, monkeypatch):
 
 @pytest.fixture
 def export_calls(monkeypatch):
-    """Count ONNX exports (the real export still runs)."""
+    """Record every ONNX export (its ``half``), whichever path reaches it; the real export still runs."""
     from gpunet.export import onnx as onnx_export
     from gpunet.latency import bench
 
     calls = []
-    real, real_proto = onnx_export.export_onnx, bench.export_onnx_proto
 
-    def spy(*a, **kw):
-        calls.append(kw.get("half"))
-        return real(*a, **kw)
+    def spy(real):
+        def export_proto(model, input_shape, dynamic_batch=False, opset=None, half=False):
+            calls.append(half)
+            return real(model, input_shape, dynamic_batch, opset, half)
+        return export_proto
 
-    def spy_proto(*a, **kw):
-        calls.append(kw.get("half"))
-        return real_proto(*a, **kw)
-
-    monkeypatch.setattr(onnx_export, "export_onnx", spy)
-    monkeypatch.setattr(bench, "export_onnx_proto", spy_proto)
+    monkeypatch.setattr(onnx_export, "export_onnx_proto", spy(onnx_export.export_onnx_proto))
+    monkeypatch.setattr(bench, "export_onnx_proto", spy(bench.export_onnx_proto))
     return calls
 
 
