@@ -585,3 +585,29 @@ def test_tensorrt_missing_is_a_clear_error(tmp_path):
     with pytest.raises(trt_mod.TensorRTUnavailable, match="NVIDIA GPU"):
         gpunet.benchmark(nn.Conv2d(3, 3, 1), backend="tensorrt", input_shape=(3, 8, 8), precision="fp16")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.onnx"]
+
+
+def test_bench_int8_builds_the_qdq_graph_as_int8(with_trt, monkeypatch):
+    """`gpunet bench --backend tensorrt --precision int8`: the INT8 engineer's QDQ graph (real NNCF,
+    random calibration) goes to build_engine as int8; TensorRT 10 gets INT8 + FP16."""
+    pytest.importorskip("nncf")
+    rec = with_trt("10.13.0.35")
+    seen = {}
+
+    def latency(path, batch, warmup, iters):
+        return {"times_ms": [0.1] * iters, "cuda_graph": True, "timing": trt_mod.timing_label(True),
+                "tensorrt": "10.13.0.35", "gpu": "NVIDIA H100"}
+
+    real_build = trt_mod.build_engine
+
+    def build(onnx_path, engine_path, **kw):
+        seen["quantizers"] = trt_mod.onnx_quantizers(onnx_path)
+        return real_build(onnx_path, engine_path, **kw)
+
+    monkeypatch.setattr(trt_mod, "engine_latency", latency)
+    monkeypatch.setattr(trt_mod, "build_engine", build)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    r = gpunet.benchmark(net, backend="tensorrt", precision="int8", input_shape=(3, 16, 16), warmup=0, iters=2)
+    assert rec["flags"] == ["INT8", "FP16"] and r.precision == "int8" and "random" in r.calibration
+    assert seen["quantizers"]["quantize"] > 0 and seen["quantizers"]["unsigned"] == []
+    assert "CUDA-graph replay" in r.timing
