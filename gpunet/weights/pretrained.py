@@ -160,7 +160,8 @@ def _fetch_url(variant: Variant, source: Source, dest: str, progress: Optional[b
         _check_candidate(variant, tmp, sha, source.describe())
     except ChecksumError as e:
         _remove(tmp)
-        raise ChecksumError(f"{e} (nothing was kept)") from None
+        msg = str(e)
+        raise ChecksumError(msg if "nothing was kept" in msg else f"{msg} (nothing was kept)") from None
     except CheckpointError as e:
         _remove(tmp)
         raise DownloadError(f"{source.describe()}: {e} (nothing was kept)") from None
