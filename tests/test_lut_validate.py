@@ -1,4 +1,5 @@
-"""`gpunet lut validate`: build, measure end to end, compare, calibrate, plot (torch backend, tiny space)."""
+"""`gpunet lut validate`: the report's numbers checked against a ground truth we choose, plus a
+real end-to-end run (torch backend, tiny space) checked against the table by hand."""
 from __future__ import annotations
 
 import json
@@ -8,44 +9,98 @@ import numpy as np
 import pytest
 
 from gpunet.cli import main as cli_main
+from gpunet.latency import device_fingerprint
 from gpunet.search import SearchSpace
-from gpunet.search.estimate import LatencyEstimator
-from gpunet.search.lut import LatencyTable
+from gpunet.search.lut import LatencyTable, network_blocks, spec_blocks
+from gpunet.search.validate import plot_validation, validate_lut
+
+
+def _tiny():
+    small = SearchSpace.small()
+    return SearchSpace(stages=small.stages, resolutions=(32,), tail_channels=64, num_classes=10, name="tiny")
+
+
+def _block_ms(key) -> float:
+    return 0.01 * key.in_channels + 0.02 * key.out_channels + 0.05 * key.kernel_size + 0.3 * key.se
+
+
+def _synthetic_lut(path, space, vectors):
+    """A table of this device whose block latencies are a formula we know."""
+    keys = network_blocks(space, vectors)
+    with LatencyTable(str(path), backend="torch", fingerprint=device_fingerprint("torch"), create=True) as t:
+        t.put_many((k, {"median_ms": _block_ms(k)}) for k in keys)
+
+
+def _hand_sum(spec):
+    keys = spec_blocks(spec)
+    return sum(_block_ms(k) for k in keys), len(keys)
+
+
+def test_report_recovers_a_known_calibration(tmp_path):
+    """Networks whose 'measured' latency is exactly 1.5 x table sum + 0.2 ms per block: the report
+    must find Spearman 1, the known table error, every calibrated estimate within 10 %."""
+    space = _tiny()
+    n = 8
+    _synthetic_lut(tmp_path / "t.db", space, space.sample(n, seed=3))
+    truth = lambda spec: 1.5 * _hand_sum(spec)[0] + 0.2 * _hand_sum(spec)[1]  # noqa: E731
+    report = validate_lut(str(tmp_path / "t.db"), "torch", n=n, space=space, seed=3, build_missing=False,
+                          measure_network=truth, progress=False)
+    specs = [space.decode(v) for v in space.sample(n, seed=3)]
+    np.testing.assert_allclose(report.table_sum_ms, [_hand_sum(s)[0] for s in specs], rtol=1e-9)
+    np.testing.assert_allclose(report.measured_ms, [truth(s) for s in specs], rtol=1e-12)
+    assert report.n_blocks == [_hand_sum(s)[1] for s in specs]
+    expected_err = np.mean([(_hand_sum(s)[0] - truth(s)) / truth(s) for s in specs])
+    assert report.mean_error_table_sum == pytest.approx(expected_err) and report.mean_error_table_sum < -0.3
+    assert report.calibration["scale"] == pytest.approx(1.5, rel=1e-6)
+    assert report.calibration["per_block_ms"] == pytest.approx(0.2, rel=1e-5)
+    assert report.within_10pct_calibrated == 1.0 and report.mean_abs_error_calibrated < 1e-6
+    assert report.spearman_table_sum == pytest.approx(1.0)
+    with LatencyTable(str(tmp_path / "t.db")) as t:
+        assert t.get_meta("calibration")["scale"] == pytest.approx(1.5, rel=1e-6)
+
+
+def test_report_sees_a_table_that_ranks_backwards(tmp_path):
+    space = _tiny()
+    n = 8
+    _synthetic_lut(tmp_path / "t.db", space, space.sample(n, seed=3))
+    backwards = lambda spec: 100.0 - _hand_sum(spec)[0]  # noqa: E731
+    report = validate_lut(str(tmp_path / "t.db"), "torch", n=n, space=space, seed=3, build_missing=False,
+                          measure_network=backwards, save_calibration=False, progress=False)
+    assert report.spearman_table_sum == pytest.approx(-1.0)
+    with LatencyTable(str(tmp_path / "t.db")) as t:
+        assert t.get_meta("calibration") is None
+    with pytest.raises(ValueError, match="n >= 4"):
+        validate_lut(str(tmp_path / "t.db"), "torch", n=2, space=space)
+
+
+def test_plot_is_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    space = _tiny()
+    _synthetic_lut(tmp_path / "t.db", space, space.sample(5, seed=1))
+    report = validate_lut(str(tmp_path / "t.db"), "torch", n=5, space=space, seed=1, build_missing=False,
+                          measure_network=lambda s: 2 * _hand_sum(s)[0], progress=False)
+    out = plot_validation(report, str(tmp_path / "p.png"))
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_validate_cli_end_to_end(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
-    tiny = SearchSpace.small()
-    tiny = SearchSpace(stages=tiny.stages, resolutions=(32,), tail_channels=64, num_classes=10, name="tiny")
+    """Real blocks and networks measured with torch: the reported table sums are the table's rows
+    added up by hand, and a second run measures no block again."""
+    tiny = _tiny()
     space_file = tmp_path / "tiny.json"
     space_file.write_text(tiny.to_json())
-    lut, plot = tmp_path / "torch.db", tmp_path / "scatter.png"
-    rc = cli_main(["lut", "validate", "--lut", str(lut), "--backend", "torch", "--space", str(space_file),
-                   "--n", "5", "--iters", "5", "--warmup", "1", "--threads", "1", "--plot", str(plot), "--json",
-                   "--quiet"])
-    assert rc == 0
+    lut = tmp_path / "torch.db"
+    args = ["lut", "validate", "--lut", str(lut), "--backend", "torch", "--space", str(space_file), "--n", "5",
+            "--iters", "3", "--warmup", "1", "--threads", "1", "--quiet"]
+    assert cli_main(args + ["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 5 and report["space"] == "tiny" and report["blocks_measured"] > 10
-    assert len(report["measured_ms"]) == len(report["table_sum_ms"]) == 5
-    assert all(m > 0 for m in report["measured_ms"])
-    assert -1 <= report["spearman_table_sum"] <= 1 and 0 <= report["within_10pct_calibrated"] <= 1
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the estimate it compared with is the table's sum; the fitted calibration is kept in the table
-    vectors = tiny.sample(5, seed=1)
-    est = LatencyEstimator(str(lut), tiny, calibration=False).estimate(vectors)
-    np.testing.assert_allclose(est.latency_ms, report["table_sum_ms"])
+    specs = [tiny.decode(v) for v in tiny.sample(5, seed=1)]  # the CLI's default seed
     with LatencyTable(str(lut)) as t:
-        cal = t.get_meta("calibration")
-        assert cal["space"] == "tiny" and cal["n"] == 5
-    assert LatencyEstimator(str(lut), tiny).estimate(vectors).calibrated
-    # a second run finds every block already there
-    rc = cli_main(["lut", "validate", "--lut", str(lut), "--backend", "torch", "--space", str(space_file),
-                   "--n", "5", "--iters", "3", "--warmup", "1", "--threads", "1", "--quiet"])
-    assert rc == 0
+        by_hand = [sum(t.get(k) for k in spec_blocks(s)) for s in specs]
+        assert t.get_meta("calibration")["n"] == 5 and t.get_meta("threads") == 1
+    np.testing.assert_allclose(report["table_sum_ms"], by_hand, rtol=1e-9)
+    assert all(m > 0 for m in report["measured_ms"])
+    assert cli_main(args) == 0
     out = capsys.readouterr().out
-    assert "Spearman (table sum)" in out
-    assert re.search(r"blocks measured now\s+0\n", out)
-    with pytest.raises(ValueError, match="n >= 4"):
-        from gpunet.search.validate import validate_lut
-
-        validate_lut(str(lut), "torch", n=2, space=tiny)
+    assert "Spearman (table sum)" in out and re.search(r"blocks measured now\s+0\n", out)
