@@ -1,14 +1,22 @@
-"""Deployment speed on this CPU: PyTorch eager vs ONNX Runtime vs OpenVINO (fp32, bf16), batch 1.
+"""Deployment speed on this CPU: PyTorch eager vs ONNX Runtime vs OpenVINO, fp32 / bf16 / INT8, batch 1.
 
-All backends of one model run side by side, interleaved iteration by iteration (the order
-rotates every round), so a noisy neighbour slows them alike and the ratios stay fair. The
-ONNX graph is exported once per model and shared by ONNX Runtime and OpenVINO.
+Backends are timed in BLOCKS of consecutive runs, not interleaved call by call: runtimes keep
+their thread pools spinning for a while after a call (PyTorch/OpenMP, ONNX Runtime), so a
+call-by-call interleave charges each backend for the previous one's spin-down (OpenVINO fp32
+GPUNet-0 read 62.7 ms interleaved vs 33-36 ms in blocks, same machine). Each round runs one
+block per backend, the order rotates between rounds (so drift and neighbours hit all alike)
+and a short pause separates blocks. The statistic is the median over all blocks' runs.
 
-Targets (issue 4): ONNX Runtime fp32 >= 2x faster than eager for every model, outputs within
-1e-4 relative; the fastest backend >= 2.5x faster than eager.
+INT8 is NNCF post-training quantization of the same ONNX export (one QDQ graph, run as is by
+ONNX Runtime and OpenVINO; OpenVINO runs the unquantized rest in bf16 where the CPU has it).
+Without --calib-dir it is calibrated on random inputs: right for speed, meaningless for
+accuracy (the models here have random weights anyway; accuracy is tests/test_quantize.py's job).
 
-    python benchmarks/bench_deploy.py                     # all seven, native resolution
-    python benchmarks/bench_deploy.py --models gpunet-0 --iters 20 --json out.json
+Targets: ONNX Runtime fp32 >= 2x eager with outputs within 1e-4 relative; the fastest backend
+>= 2.5x eager (issue 4); OpenVINO INT8 >= 1.3x faster than OpenVINO bf16 (issue 13).
+
+    python benchmarks/bench_deploy.py                          # all seven, native resolution
+    python benchmarks/bench_deploy.py --models gpunet-0 --rounds 2 --block 3 --json out.json
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -26,38 +35,71 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import gpunet  # noqa: E402
 from gpunet.cli._fmt import format_table  # noqa: E402
 from gpunet.export.onnx import export_onnx_proto, max_errors, resolve_model_input  # noqa: E402
-from gpunet.latency.bench import _openvino_runner, _ort_runner, _torch_runner, _torch_threads  # noqa: E402
+from gpunet.latency.bench import _openvino_runner, _ort_runner, _torch_runner, _torch_threads, make_runner  # noqa: E402
 from gpunet.latency.fingerprint import device_fingerprint  # noqa: E402
 
+LABELS = {"eager": "eager", "ort": "ORT fp32", "ov_fp32": "OV fp32", "ov_bf16": "OV bf16", "ort_int8": "ORT int8",
+          "ov_int8": "OV int8"}
 
-def bench_model(name, resolution, iters, warmup, threads, bf16):
+
+def _load() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def make_runners(name, resolution, threads, bf16, int8, calib_dir, calib_size):
+    """Every backend's zero-argument runner for one model, the fp32 reference output and set-up facts."""
     model, shape, _ = resolve_model_input(name, 1, resolution)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ref = model(x).numpy()
     t0 = time.perf_counter()
     proto = export_onnx_proto(model, shape)
-    export_s = time.perf_counter() - t0
+    facts = {"export_s": time.perf_counter() - t0}
     runners = {"eager": _torch_runner(model, x, "fp32", threads),
                "ort": _ort_runner(proto, x.numpy(), threads),
                "ov_fp32": _openvino_runner(proto, x.numpy(), "fp32", threads)}
     if bf16:
         runners["ov_bf16"] = _openvino_runner(proto, x.numpy(), "bf16", threads)
+    if int8:
+        from gpunet.export.quantize import int8_graph
+
+        t0 = time.perf_counter()
+        qproto, facts["calibration"] = int8_graph(model, shape, calib_dir, calib_size)
+        facts["quantize_s"] = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as tmp:
+            runners["ort_int8"] = make_runner(model, shape, "onnxruntime", "int8", threads, tmp, proto=qproto)[0]
+            runners["ov_int8"] = make_runner(model, shape, "openvino", "int8", threads, tmp, proto=qproto)[0]
+    return runners, ref, shape, facts
+
+
+def time_blocks(runners, rounds, block, warmup, pause):
+    """{backend: [ms, ...]}: ``rounds`` rounds of one ``block``-run block per backend, order rotating."""
+    order = list(runners)
+    times = {k: [] for k in order}
+    for r in range(rounds):
+        for k in order[r % len(order):] + order[:r % len(order)]:
+            run = runners[k]
+            for _ in range(warmup if r == 0 else 1):  # first round: warm up; later: one untimed call per block
+                run()
+            for _ in range(block):
+                t = time.perf_counter()
+                run()
+                times[k].append((time.perf_counter() - t) * 1e3)
+            time.sleep(pause)  # let this backend's worker threads go idle before the next block
+    return times
+
+
+def bench_model(name, args, bf16):
+    runners, ref, shape, facts = make_runners(name, args.resolution, args.threads, bf16, not args.no_int8,
+                                              args.calib_dir, args.calib_size)
     errs = {}
-    with _torch_threads(threads):
+    with _torch_threads(args.threads):
         for k, run in runners.items():
             out = run()
-            errs[k] = max_errors(out.numpy() if isinstance(out, torch.Tensor) else out, ref)[1]
-            for _ in range(warmup):
-                run()
-        times = {k: [] for k in runners}
-        order = list(runners)
-        for i in range(iters):
-            for k in order[i % len(order):] + order[:i % len(order)]:
-                t = time.perf_counter()
-                runners[k]()
-                times[k].append((time.perf_counter() - t) * 1e3)
-    return {"model": name, "resolution": shape[-1], "export_s": export_s,
+            out = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+            errs[k] = max_errors(out, ref)[1]
+        times = time_blocks(runners, args.rounds, args.block, args.warmup, args.pause)
+    return {"model": name, "resolution": shape[-1], **facts,
             "median_ms": {k: float(np.median(v)) for k, v in times.items()},
             "p90_ms": {k: float(np.percentile(v, 90)) for k, v in times.items()},
             "rel_err": errs}
@@ -67,39 +109,60 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="all")
     p.add_argument("--resolution", type=int, default=None, help="default: each model's native resolution")
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=8, help="rounds; each times one block per backend")
+    p.add_argument("--block", type=int, default=10, help="consecutive timed runs per block")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs before each backend's first block")
+    p.add_argument("--pause", type=float, default=0.5, help="seconds between blocks")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--no-int8", action="store_true", help="skip the INT8 columns (no nncf needed)")
+    p.add_argument("--calib-dir", default=None, help="INT8 calibration images (default: random inputs)")
+    p.add_argument("--calib-size", type=int, default=300)
     p.add_argument("--json", default=None, help="also write the raw results here")
     args = p.parse_args(argv)
+    for flag in ("rounds", "block"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag} must be >= 1")
     names = gpunet.list_models()[:7] if args.models == "all" else args.models.split(",")
     from gpunet.export.openvino import openvino_precisions
 
     bf16 = "bf16" in openvino_precisions()
     fp = device_fingerprint("openvino")
+    start = time.perf_counter()
     print(f"# {fp['cpu']}, {args.threads} threads, flags {' '.join(fp['cpu_flags'])}; torch {torch.__version__}, "
           f"onnxruntime {device_fingerprint('onnxruntime')['libraries'].get('onnxruntime')}, openvino "
-          f"{fp['libraries'].get('openvino')}; batch 1, {args.iters} interleaved iterations after {args.warmup} "
-          f"warm-up; load average at start {os.getloadavg()[0]:.1f}", flush=True)
+          f"{fp['libraries'].get('openvino')}; batch 1; {args.rounds} rounds x {args.block}-run blocks per backend "
+          f"(order rotating, {args.pause:g} s pause), {args.warmup} warm-up; load average (1/5/15 min) at start "
+          f"{_load()}", flush=True)
     results, rows = [], []
     for n in names:
-        r = bench_model(n, args.resolution, args.iters, args.warmup, args.threads, bf16)
+        r = bench_model(n, args, bf16)
         results.append(r)
         m, e = r["median_ms"], r["rel_err"]
         best = min((k for k in m if k != "eager"), key=m.get)
         ort_x, best_x = m["eager"] / m["ort"], m["eager"] / m[best]
-        rows.append([n, r["resolution"], f"{m['eager']:.1f}", f"{m['ort']:.1f}", f"{m['ov_fp32']:.1f}",
-                     f"{m['ov_bf16']:.1f}" if "ov_bf16" in m else "-", f"{ort_x:.2f}x", f"{best_x:.2f}x ({best})",
+        ref16 = "ov_bf16" if "ov_bf16" in m else "ov_fp32"
+        i8_x = m[ref16] / m["ov_int8"] if "ov_int8" in m else None
+        f = lambda k: f"{m[k]:.1f}" if k in m else "-"  # noqa: E731
+        rows.append([n, r["resolution"], f("eager"), f("ort"), f("ov_fp32"), f("ov_bf16"), f("ort_int8"), f("ov_int8"),
+                     f"{ort_x:.2f}x", f"{best_x:.2f}x ({LABELS[best]})", f"{i8_x:.2f}x" if i8_x else "-",
                      f"{e['ort']:.1e}", f"{e['ov_fp32']:.1e}", f"{e['ov_bf16']:.1e}" if "ov_bf16" in e else "-",
-                     "yes" if ort_x >= 2 and e["ort"] <= 1e-4 else "no", "yes" if best_x >= 2.5 else "no"])
-        print(f"{n}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in m.items()), file=sys.stderr, flush=True)
-    print(format_table(rows, ["model", "res", "eager ms", "ORT ms", "OV fp32 ms", "OV bf16 ms", "ORT/eager",
-                              "best/eager", "ORT rel err", "OV fp32 err", "OV bf16 err", "ORT>=2x", "best>=2.5x"],
-                       align="lrrrrrrlrrrll"))
-    print(f"# load average at end {os.getloadavg()[0]:.1f} (other processes share these cores)")
+                     "yes" if ort_x >= 2 and e["ort"] <= 1e-4 else "no", "yes" if best_x >= 2.5 else "no",
+                     ("yes" if i8_x >= 1.3 else "no") if i8_x else "-"])
+        print(f"{n}: " + ", ".join(f"{LABELS[k]} {v:.1f} ms" for k, v in m.items()) + f"; load {_load()}",
+              file=sys.stderr, flush=True)
+    vs = "bf16" if bf16 else "fp32"
+    print(format_table(rows, ["model", "res", "eager ms", "ORT ms", "OV fp32 ms", "OV bf16 ms", "ORT int8 ms",
+                              "OV int8 ms", "ORT/eager", "best/eager", f"int8 vs {vs}", "ORT rel err", "OV fp32 err",
+                              "OV bf16 err", "ORT>=2x", "best>=2.5x", "int8>=1.3x"],
+                       align="lrrrrrrrrlrrrrlll"))
+    if not args.no_int8:
+        print(f"# int8: NNCF QDQ, calibrated on {results[0].get('calibration')}; 'int8 vs {vs}' = OV {vs} ms / "
+              f"OV int8 ms")
+    print(f"# load average (1/5/15 min) at end {_load()}; {time.perf_counter() - start:.0f} s in all "
+          f"(other processes share these cores)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"fingerprint": fp, "args": vars(args), "results": results}, f, indent=1)
+        with open(args.json, "w") as fh:
+            json.dump({"fingerprint": fp, "args": vars(args), "results": results}, fh, indent=1)
     return 0
 
 
