@@ -28,9 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> str:
+    from gpunet.cli import main
+
     path = tmp_path_factory.mktemp("pool") / "pool.npz"
-    subprocess.run([sys.executable, "-m", "gpunet", "sample", "--space", "small", "--n", "64", "--out", str(path)],
-                   check=True, env=_env(), capture_output=True)
+    assert main(["sample", "--space", "small", "--n", "64", "--out", str(path), "--json"]) == 0
     return str(path)
 
 
@@ -101,10 +102,15 @@ def test_local_engine_counts_failures_against_the_budget(pool, tmp_path):
     assert st["best"]["value"] == max(r["value"] for r in ok)
 
 
-def test_cli_errors_are_one_line(pool, tmp_path):
+def test_cli_errors_are_one_line(pool, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from gpunet.cli import main
+
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "gpunet", "search", *a], env=_env(), capture_output=True,
-                              text=True)
+        capsys.readouterr()
+        code = main(["search", *a])
+        return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
 
     r = run("run", "--pool", pool, "--group", "0", "--evaluator", "synthetic", "--algorithm", "random",
             "--budget", "2", "--engine", "local", "--out", str(tmp_path / "g"))
