@@ -143,13 +143,14 @@ def time_tell_ask(space, objective, told=1000, pool_n=100_000, repeats=3):
     rows = rng.choice(pool_n, size=told + repeats, replace=False)
     for r in rows[:told]:
         algo.tell(pool[r], vals[r])
-    times = []
+    times, cpu = [], []
     for r in rows[told:]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         algo.tell(pool[r], vals[r])
         algo.ask()
         times.append(time.perf_counter() - t0)
-    return times
+        cpu.append(time.process_time() - c0)
+    return times, cpu
 
 
 def main() -> None:
@@ -208,9 +209,11 @@ def main() -> None:
                 msg.append(f"TPE@100 {tpe:.3f}% ({'LaMCTS as good or better' if lam <= tpe else 'TPE BETTER'})")
             print(f"target {oname}: " + "; ".join(msg))
     if not args.no_timing:
-        t = time_tell_ask(space, smooth)
-        print(f"LaMCTS tell+ask, 1000 told, 100000-row pool: median {np.median(t):.2f} s "
-              f"(max {max(t):.2f} s over {len(t)}; target < 2 s)")
+        load = os.getloadavg()[0]
+        t, cpu = time_tell_ask(space, smooth)
+        print(f"LaMCTS tell+ask, 1000 told, 100000-row pool: median {np.median(t):.2f} s wall, "
+              f"{np.median(cpu):.2f} s CPU (max {max(t):.2f} s wall over {len(t)}; load {load:.2f}; "
+              f"target < 2 s)")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.plot:
         try:
