@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .builder import build_model
+from .model import build_model
 from .checkpoint import CheckpointError, load_checkpoint
 from .hub import get_model, load_spec
 from .model import GPUNet

@@ -1,41 +1,42 @@
-"""GPUNet building blocks: Conv-BN-Act, Squeeze-Excitation, Fused-IRB and IRB.
+"""GPUNet building blocks: timm's EfficientNet layers, configured to reproduce NVIDIA exactly.
 
-Each block is a small module with timm-style parameter names (``conv_pw``, ``bn1``, ...).
-The two NVIDIA module families differ only in constructor arguments (BatchNorm eps,
-how IRB mid channels are rounded, SE), so one class per block serves both.
+timm's ``ConvNormAct``, ``EdgeResidual`` (Fused-IRB), ``InvertedResidual`` (IRB) and
+``SqueezeExcite`` bring device / dtype factories, dilation and norm / act injection; the
+NVIDIA quirks are expressed through their arguments (``pad_type``, ``partial(BatchNormAct2d,
+eps=...)``, ``rd_ratio`` + ``rd_round_fn``). Own code only where timm cannot express a quirk:
+
+- ``DistillIRB``: NVIDIA's distill IRB expands to exactly ``in * e`` channels; timm's
+  ``InvertedResidual`` always rounds the mid width to a multiple of 8.
+- ``conv_padding`` (in :mod:`gpunet.spec`): stride-2 Fused-IRB convs of the standard family are
+  unpadded (GPUNet-0: 160 -> 79 -> 39); passed to timm as an integer ``pad_type``.
 """
-from __future__ import annotations
-
+from functools import partial
 from typing import Optional
 
-import torch
 from torch import nn
-from timm.layers import DropPath, make_divisible
+from timm.layers import BatchNormAct2d, ConvNormAct, DropPath, create_conv2d, get_act_layer, make_divisible
+from timm.models._efficientnet_blocks import EdgeResidual, InvertedResidual, SqueezeExcite
+
+from .spec import BN_EPS, conv_padding
 
 __all__ = [
-    "ConvBnAct", "SqueezeExcite", "FusedIRB", "IRB", "make_act", "conv_padding", "se_channels",
-    "irb_mid_channels", "BN_EPS",
+    "conv_norm_act", "fused_irb", "irb", "DistillIRB", "norm_act_layer", "act_layer", "conv_padding",
+    "irb_mid_channels", "se_layer", "BN_EPS",
 ]
 
-#: BatchNorm eps per module family (NVIDIA's standard builder uses TF-style 1e-3).
-BN_EPS = {"standard": 1e-3, "distill": 1e-5}
+_ACTS = {"relu": "relu", "swish": "silu"}
 
 
-def make_act(name: Optional[str]) -> nn.Module:
-    """``relu`` -> ReLU, ``swish`` -> SiLU."""
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "swish":
-        return nn.SiLU(inplace=True)
-    raise ValueError(f"unknown activation {name!r}; expected 'relu' or 'swish'")
+def act_layer(name: Optional[str]):
+    """``relu`` -> ReLU, ``swish`` -> SiLU (timm's activation factory)."""
+    if name not in _ACTS:
+        raise ValueError(f"unknown activation {name!r}; expected 'relu' or 'swish'")
+    return get_act_layer(_ACTS[name])
 
 
-def conv_padding(kind: str, kernel_size: int, stride: int, family: str) -> int:
-    """Padding NVIDIA's builders use: ``k // 2`` except stride-2 Fused-IRB convs in the
-    standard family, which are unpadded (GPUNet-0: 160 -> 79 -> 39)."""
-    if family == "standard" and kind == "fused_irb" and stride == 2:
-        return 0
-    return ((stride - 1) + (kernel_size - 1)) // 2
+def norm_act_layer(family: str):
+    """BatchNorm + act with the family's eps (NVIDIA's standard builder uses TF-style 1e-3)."""
+    return partial(BatchNormAct2d, eps=BN_EPS[family])
 
 
 def irb_mid_channels(in_channels: int, expansion: float, family: str) -> int:
@@ -45,104 +46,69 @@ def irb_mid_channels(in_channels: int, expansion: float, family: str) -> int:
     return make_divisible(in_channels * expansion, 8)
 
 
-def se_channels(mid_channels: int, expansion: float) -> int:
-    """SE bottleneck width: a quarter of the block's *input* width, i.e. mid * 0.25 / e."""
-    return round(mid_channels * 0.25 / expansion)
+def se_layer(expansion: float):
+    """SE squeezing to a quarter of the block's *input* width (timm's ``se_from_exp``), rounded."""
+    return partial(SqueezeExcite, rd_ratio=0.25 / expansion, rd_round_fn=round)
 
 
-class ConvBnAct(nn.Module):
-    """Conv (no bias) -> BatchNorm -> activation, with an optional identity shortcut."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 act: Optional[str] = "relu", bn_eps: float = 1e-5, padding: Optional[int] = None,
-                 skip: bool = False, drop_path_rate: float = 0.0):
-        super().__init__()
-        padding = kernel_size // 2 if padding is None else padding
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps)
-        self.act = make_act(act) if act else nn.Identity()
-        self.has_skip = skip and stride == 1 and in_channels == out_channels
-        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        x = self.act(self.bn(self.conv(x)))
-        if self.has_skip:
-            x = self.drop_path(x) + shortcut
-        return x
+def _pad(pad: int, kernel_size: int, stride: int, dilation: int):
+    """timm's symmetric default (``''``) unless NVIDIA's padding differs (then the integer, which
+    timm also applies to 1x1 convs of the block: only 0 is ever passed). Dilated convs (stride
+    turned into dilation) always pad symmetrically."""
+    if dilation > 1 or pad == ((stride - 1) + (kernel_size - 1)) // 2:
+        return ""
+    return pad
 
 
-class SqueezeExcite(nn.Module):
-    """Spatial mean -> 1x1 conv (reduce) -> act -> 1x1 conv (expand) -> sigmoid gate."""
-
-    def __init__(self, channels: int, rd_channels: int, act: str = "relu"):
-        super().__init__()
-        self.conv_reduce = nn.Conv2d(channels, rd_channels, 1, bias=True)
-        self.act = make_act(act)
-        self.conv_expand = nn.Conv2d(rd_channels, channels, 1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        s = self.conv_expand(self.act(self.conv_reduce(s)))
-        return x * torch.sigmoid(s)
+def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int, stride: int, act: str,
+                  family: str, padding: Optional[int] = None, dilation: int = 1, **dd) -> ConvNormAct:
+    """Conv (no bias) -> BatchNorm -> act: stem convs, ``conv`` blocks and the 1x1 head conv."""
+    pad = conv_padding("conv", kernel_size, stride, family) if padding is None else padding
+    return ConvNormAct(in_channels, out_channels, kernel_size, stride, padding=_pad(pad, kernel_size, stride, dilation),
+                       dilation=dilation, norm_layer=norm_act_layer(family), act_layer=act_layer(act), **dd)
 
 
-class FusedIRB(nn.Module):
-    """Fused inverted residual (EfficientNetV2's Fused-MBConv): kxk expand conv, BN, act,
-    optional SE, 1x1 project, BN; identity shortcut when shape is kept."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 expansion: float = 4.0, act: str = "relu", se: bool = False, bn_eps: float = 1e-3,
-                 padding: Optional[int] = None, drop_path_rate: float = 0.0):
-        super().__init__()
-        mid = make_divisible(in_channels * expansion, 8)
-        padding = kernel_size // 2 if padding is None else padding
-        self.conv_exp = nn.Conv2d(in_channels, mid, kernel_size, stride, padding, bias=False)
-        self.bn1 = nn.BatchNorm2d(mid, eps=bn_eps)
-        self.act = make_act(act)
-        self.se = SqueezeExcite(mid, se_channels(mid, expansion), act) if se else nn.Identity()
-        self.conv_pwl = nn.Conv2d(mid, out_channels, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels, eps=bn_eps)
-        self.has_skip = stride == 1 and in_channels == out_channels
-        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        x = self.act(self.bn1(self.conv_exp(x)))
-        x = self.se(x)
-        x = self.bn2(self.conv_pwl(x))
-        if self.has_skip:
-            x = self.drop_path(x) + shortcut
-        return x
+def fused_irb(in_channels: int, out_channels: int, kernel_size: int, stride: int, expansion: float,
+              act: str, se: bool, family: str, dilation: int = 1, drop_path_rate: float = 0.0,
+              **dd) -> EdgeResidual:
+    """Fused-IRB (EfficientNetV2's Fused-MBConv) = timm's ``EdgeResidual``."""
+    pad = conv_padding("fused_irb", kernel_size, stride, family)
+    return EdgeResidual(in_channels, out_channels, kernel_size, stride, dilation=dilation,
+                        pad_type=_pad(pad, kernel_size, stride, dilation), exp_ratio=expansion, act_layer=act_layer(act),
+                        norm_layer=norm_act_layer(family), se_layer=se_layer(expansion) if se else None,
+                        drop_path_rate=drop_path_rate, **dd)
 
 
-class IRB(nn.Module):
-    """Inverted residual (MobileNetV2 / MBConv): 1x1 expand, BN, act, kxk depthwise, BN, act,
-    optional SE, 1x1 project, BN; identity shortcut when shape is kept."""
+def irb(in_channels: int, out_channels: int, kernel_size: int, stride: int, expansion: float,
+        act: str, se: bool, family: str, dilation: int = 1, drop_path_rate: float = 0.0, **dd) -> nn.Module:
+    """IRB (MobileNetV2 / MBConv) = timm's ``InvertedResidual``; :class:`DistillIRB` for exact widths."""
+    kwargs = dict(dilation=dilation, act_layer=act_layer(act), norm_layer=norm_act_layer(family),
+                  se_layer=se_layer(expansion) if se else None, drop_path_rate=drop_path_rate, **dd)
+    if family == "distill":
+        return DistillIRB(in_channels, out_channels, kernel_size, stride,
+                          mid_channels=irb_mid_channels(in_channels, expansion, family), **kwargs)
+    return InvertedResidual(in_channels, out_channels, kernel_size, stride, exp_ratio=expansion, **kwargs)
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 expansion: float = 4.0, act: str = "relu", se: bool = False, bn_eps: float = 1e-3,
-                 mid_channels: Optional[int] = None, drop_path_rate: float = 0.0):
-        super().__init__()
-        mid = mid_channels or make_divisible(in_channels * expansion, 8)
-        self.conv_pw = nn.Conv2d(in_channels, mid, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(mid, eps=bn_eps)
-        self.act1 = make_act(act)
-        self.conv_dw = nn.Conv2d(mid, mid, kernel_size, stride, kernel_size // 2, groups=mid, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid, eps=bn_eps)
-        self.act2 = make_act(act)
-        self.se = SqueezeExcite(mid, se_channels(mid, expansion), act) if se else nn.Identity()
-        self.conv_pwl = nn.Conv2d(mid, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels, eps=bn_eps)
-        self.has_skip = stride == 1 and in_channels == out_channels
-        self.drop_path = DropPath(drop_path_rate) if self.has_skip and drop_path_rate > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        x = self.act1(self.bn1(self.conv_pw(x)))
-        x = self.act2(self.bn2(self.conv_dw(x)))
-        x = self.se(x)
-        x = self.bn3(self.conv_pwl(x))
-        if self.has_skip:
-            x = self.drop_path(x) + shortcut
-        return x
+class DistillIRB(InvertedResidual):
+    """timm's ``InvertedResidual`` (same forward, names, feature hooks) with an exact mid width."""
+
+    def __init__(self, in_chs: int, out_chs: int, dw_kernel_size: int = 3, stride: int = 1,
+                 dilation: int = 1, mid_channels: int = 0, act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d,
+                 se_layer=None, drop_path_rate: float = 0.0, device=None, dtype=None):
+        nn.Module.__init__(self)
+        dd = dict(device=device, dtype=dtype)
+        norm_act = partial(norm_layer, act_layer=act_layer)
+        mid = mid_channels
+        self.has_skip = in_chs == out_chs and stride == 1
+        self.conv_s2d = self.bn_s2d = None
+        self.conv_pw = create_conv2d(in_chs, mid, 1, **dd)
+        self.bn1 = norm_act(mid, inplace=True, **dd)
+        self.conv_dw = create_conv2d(mid, mid, dw_kernel_size, stride=stride, dilation=dilation,
+                                     groups=mid, **dd)
+        self.bn2 = norm_act(mid, inplace=True, **dd)
+        self.aa = nn.Identity()
+        self.se = se_layer(mid, act_layer=act_layer, **dd) if se_layer else nn.Identity()
+        self.conv_pwl = create_conv2d(mid, out_chs, 1, **dd)
+        self.bn3 = norm_act(out_chs, apply_act=False, **dd)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate else nn.Identity()

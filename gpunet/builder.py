@@ -1,36 +1,32 @@
-"""Decode a :class:`~gpunet.spec.NetworkSpec` into modules (timm's EfficientNetBuilder role).
+"""Decode a :class:`~gpunet.spec.NetworkSpec` into modules (timm's ``EfficientNetBuilder`` role).
 
-``build_model(spec)`` is the public entry point; :class:`gpunet.model.GPUNet` calls the
-``build_*`` helpers here for its stem, stages and head.
+The builder knows specs and blocks, not the model class (:func:`gpunet.model.build_model` is the
+entry point). As it builds the stages it converts strides beyond ``output_stride`` into
+dilations and records ``feature_info``, exactly as timm's EfficientNet builder does.
 """
-from __future__ import annotations
-
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from torch import nn
 
-from .blocks import BN_EPS, ConvBnAct, FusedIRB, IRB, conv_padding, irb_mid_channels
-from .spec import LayerSpec, NetworkSpec
+from .blocks import conv_norm_act, fused_irb, irb
+from .spec import LayerSpec, NetworkSpec, conv_padding
 
-__all__ = ["build_model", "build_stem", "build_stages", "build_block", "drop_path_rates", "Stem"]
+__all__ = ["build_stem", "build_stages", "build_block", "build_conv_head", "drop_path_rates", "Stem"]
 
 
 class Stem(nn.Sequential):
     """One (``head``) or three (``head_large``) 3x3 Conv-BN-Act; the first has stride 2."""
 
-    def __init__(self, layer: LayerSpec, family: str, in_channels: Optional[int] = None):
+    def __init__(self, layer: LayerSpec, family: str, in_channels: Optional[int] = None, **dd):
         super().__init__()
         act = layer.act or ("swish" if family == "standard" else "relu")
-        eps = BN_EPS[family]
         cin = in_channels or layer.in_channels
-        n = 3 if layer.kind == "head_large" else 1
-        for i in range(n):
+        for i in range(3 if layer.kind == "head_large" else 1):
             stride = 2 if i == 0 else 1
-            self.add_module(str(i), ConvBnAct(cin, layer.out_channels, 3, stride, act, eps,
-                                              padding=conv_padding("head", 3, stride, family)))
+            self.add_module(str(i), conv_norm_act(cin, layer.out_channels, 3, stride, act, family,
+                                                  padding=conv_padding("head", 3, stride, family), **dd))
             cin = layer.out_channels
         self.out_channels = layer.out_channels
-
 
 
 def drop_path_rates(spec: NetworkSpec, drop_path_rate: float) -> List[float]:
@@ -40,47 +36,67 @@ def drop_path_rates(spec: NetworkSpec, drop_path_rate: float) -> List[float]:
     return [drop_path_rate * (i + 1) / n for i in range(n)]
 
 
-def build_block(layer: LayerSpec, family: str, drop_path_rate: float = 0.0) -> nn.Module:
-    """One body block (``conv``, ``fused_irb`` or ``irb``) of the given family."""
-    eps = BN_EPS[family]
-    pad = conv_padding(layer.kind, layer.kernel_size, layer.stride, family)
+def build_block(layer: LayerSpec, family: str, drop_path_rate: float = 0.0, *, stride: Optional[int] = None,
+                dilation: int = 1, **dd) -> nn.Module:
+    """One body block (``conv``, ``fused_irb`` or ``irb``); ``stride`` overrides the spec's
+    (the builder passes 1 where it turned a stride into ``dilation``)."""
+    stride = layer.stride if stride is None else stride
+    act = layer.act or "relu"
     if layer.kind == "conv":
-        return ConvBnAct(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                         layer.act or "relu", eps, padding=pad)
-    if layer.kind == "fused_irb":
-        return FusedIRB(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                        layer.expansion, layer.act or "relu", layer.se, eps, padding=pad,
-                        drop_path_rate=drop_path_rate)
-    if layer.kind == "irb":
-        mid = irb_mid_channels(layer.in_channels, layer.expansion, family)
-        return IRB(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                   layer.expansion, layer.act or "relu", layer.se, eps, mid_channels=mid,
-                   drop_path_rate=drop_path_rate)
+        pad = conv_padding("conv", layer.kernel_size, stride, family)
+        return conv_norm_act(layer.in_channels, layer.out_channels, layer.kernel_size, stride, act, family,
+                             padding=pad, dilation=dilation, **dd)
+    if layer.kind in ("fused_irb", "irb"):
+        make = fused_irb if layer.kind == "fused_irb" else irb
+        return make(layer.in_channels, layer.out_channels, layer.kernel_size, stride, layer.expansion, act,
+                    layer.se, family, dilation=dilation, drop_path_rate=drop_path_rate, **dd)
     raise ValueError(f"layer type {layer.kind!r} is not a body block")
 
 
-def build_stem(spec: NetworkSpec, in_channels: Optional[int] = None) -> Stem:
-    return Stem(spec.stem, spec.family, in_channels)
+def build_stem(spec: NetworkSpec, in_channels: Optional[int] = None, **dd) -> Stem:
+    return Stem(spec.stem, spec.family, in_channels, **dd)
 
 
-def build_stages(spec: NetworkSpec, drop_path_rate: float = 0.0) -> nn.Sequential:
-    """Body blocks grouped into one ``nn.Sequential`` per search-space stage."""
-    rates = drop_path_rates(spec, drop_path_rate)
-    stages = []
-    for _stage_id, indices in spec.stages():
-        stages.append(nn.Sequential(*[build_block(spec.layers[i], spec.family, rates[i]) for i in indices]))
-    return nn.Sequential(*stages)
+def build_stages(spec: NetworkSpec, drop_path_rate: float = 0.0, output_stride: Optional[int] = None,
+                 **dd) -> Tuple[nn.Sequential, List[Dict]]:
+    """Body blocks, one ``nn.Sequential`` per search-space stage, and their ``feature_info``.
 
-
-def build_model(spec: NetworkSpec, **kwargs) -> nn.Module:
-    """Build a :class:`~gpunet.model.GPUNet` from a spec or a spec file (hub names: ``get_model``).
-
-    Keyword arguments are those of :class:`~gpunet.model.GPUNet` (``num_classes``,
-    ``in_chans``, ``drop_rate``, ``drop_path_rate``, ``global_pool``).
+    A feature level is recorded at the end of each stage after which the (nominal) stride
+    grows, and at the last stage; ``reduction`` is the stride actually reached, so with
+    ``output_stride=16`` the last two levels both report 16 (timm's convention). ``None`` keeps
+    every stride (NVIDIA's published networks, bit-exact).
     """
-    from .model import GPUNet
-    from .spec import load_spec
+    if output_stride is None:  # the network's own (32; 64 for GPUNet-P0 / P1)
+        # (at least 4, so a network without a stride-2 body block builds as written too)
+        output_stride = max(4, 2 ** (1 + sum(layer.stride.bit_length() - 1 for layer in spec.body)))
+    if isinstance(output_stride, bool) or not isinstance(output_stride, int) or output_stride < 4 \
+            or output_stride & (output_stride - 1):
+        raise ValueError(f"output_stride must be a power of two >= 4 (8, 16, 32), got {output_stride!r}")
+    rates = drop_path_rates(spec, drop_path_rate)
+    groups = spec.stages()
+    current_stride, dilation = 2, 1  # after the stem
+    stages, feature_info = [], []
+    for g, (_stage_id, indices) in enumerate(groups):
+        blocks = []
+        for i in indices:
+            layer = spec.layers[i]
+            stride, next_dilation = layer.stride, dilation
+            if stride > 1:
+                if current_stride * stride > output_stride:
+                    next_dilation, stride = dilation * stride, 1
+                else:
+                    current_stride *= stride
+            blocks.append(build_block(layer, spec.family, rates[i], stride=stride, dilation=dilation, **dd))
+            dilation = next_dilation
+        stages.append(nn.Sequential(*blocks))
+        last = g == len(groups) - 1
+        if last or any(spec.layers[i].stride > 1 for i in groups[g + 1][1]):
+            feature_info.append(dict(num_chs=spec.layers[indices[-1]].out_channels, reduction=current_stride,
+                                     module=f"stages.{g}", stage=g))
+    return nn.Sequential(*stages), feature_info
 
-    if not isinstance(spec, NetworkSpec):
-        spec = load_spec(spec)
-    return GPUNet(spec, **kwargs)
+
+def build_conv_head(spec: NetworkSpec, **dd) -> nn.Module:
+    """The spec's ``tail`` up to pooling: 1x1 Conv-BN-ReLU to ``num_features``."""
+    tail = spec.tail
+    return conv_norm_act(tail.in_channels, tail.out_channels, 1, 1, "relu", spec.family, **dd)

@@ -6,9 +6,9 @@ from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
-from .builder import build_model
+from .model import build_model
 from .registry import get_registry
-from . import spec as spec_module
+from .nvidia import load_any
 from .spec import NetworkSpec
 
 __all__ = ["get_model", "load_spec", "wrap_features"]
@@ -19,7 +19,7 @@ def load_spec(path_or_name: Union[str, os.PathLike]) -> NetworkSpec:
     path = os.fspath(path_or_name)
     if not os.path.exists(path) and not path.lower().endswith(".json") and os.sep not in path:
         return get_registry().spec(path)
-    return spec_module.load_spec(path)
+    return load_any(path)
 
 
 def wrap_features(model: nn.Module, out_indices: Optional[Sequence[int]] = None) -> nn.Module:
@@ -59,7 +59,7 @@ def get_model(name: Union[str, NetworkSpec], gpu: Optional[str] = None, pretrain
     if isinstance(name, NetworkSpec):
         spec = name
     elif isinstance(name, str) and (name.endswith(".json") or "/" in name):
-        spec = spec_module.load_spec(name)
+        spec = load_any(name)
     else:
         hub_name = reg.resolve_model(name)
         spec = reg.spec(hub_name)

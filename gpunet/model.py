@@ -9,23 +9,23 @@ Layout (clean names; :mod:`gpunet.nvidia` maps NVIDIA's checkpoint keys onto the
     conv_pre_logits 1x1 conv + ReLU after pooling (distill family only)
     classifier      Linear
 """
-from __future__ import annotations
-
-import math
-from typing import Dict, List, Optional, Tuple, Union
+import os
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import SelectAdaptivePool2d
+from timm.layers.helpers import get_device_dtype
+from timm.models._efficientnet_builder import efficientnet_init_weights
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from .blocks import BN_EPS, ConvBnAct
-from .builder import build_stages, build_stem
+from .builder import build_conv_head, build_stages, build_stem
+from .nvidia import load_any
 from .spec import NetworkSpec
 
-__all__ = ["GPUNet"]
+__all__ = ["GPUNet", "build_model"]
 
 
 class GPUNet(nn.Module):
@@ -37,12 +37,18 @@ class GPUNet(nn.Module):
         in_chans: input channels (default 3).
         drop_rate: dropout before the classifier (NVIDIA's networks use 0.2).
         drop_path_rate: stochastic depth, scheduled linearly over the network as NVIDIA does.
-        global_pool: ``'avg'`` (default), ``'max'``, ``'avgmax'``, ``'catavgmax'`` or ``''``.
+        global_pool: ``'avg'`` (default), ``'max'``, ``'avgmax'``, ``'catavgmax'`` or ``''``
+            (no pooling: the classifier is applied at every location, logits are NCHW).
+        output_stride: ``None`` keeps the spec's strides (32, or 64 for GPUNet-P0 / P1); 16 or 8
+            turn the later strides into dilations (dense prediction backbones).
+        device, dtype: factory kwargs for every parameter (``device="meta"`` builds no storage).
     """
 
     def __init__(self, spec: NetworkSpec, num_classes: Optional[int] = None, in_chans: int = 3,
-                 drop_rate: float = 0.2, drop_path_rate: float = 0.0, global_pool: str = "avg"):
+                 drop_rate: float = 0.2, drop_path_rate: float = 0.0, global_pool: str = "avg",
+                 output_stride: Optional[int] = None, device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         spec.validate()
         self.spec = spec
         self.num_classes = spec.num_classes if num_classes is None else num_classes
@@ -50,44 +56,29 @@ class GPUNet(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
-        self.stem = build_stem(spec, in_chans)
-        self.stages = build_stages(spec, drop_path_rate)
-        tail = spec.tail
-        self.num_features = tail.out_channels
-        self.conv_head = ConvBnAct(tail.in_channels, tail.out_channels, 1, 1, "relu", BN_EPS[spec.family])
+        self.stem = build_stem(spec, in_chans, **dd)
+        self.stages, self.feature_info = build_stages(spec, drop_path_rate, output_stride, **dd)
+        self._stage_ends = [f["stage"] for f in self.feature_info]
+        self.output_stride = self.feature_info[-1]["reduction"]
+        self.num_features = spec.tail.out_channels
+        self.conv_head = build_conv_head(spec, **dd)
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=False)
-        if tail.pre_logits_channels:
-            pre = tail.pre_logits_channels
-            self.conv_pre_logits = nn.Conv2d(self.num_features * self.global_pool.feat_mult(), pre, 1, bias=False)
+        pooled = self.num_features * self.global_pool.feat_mult()
+        if spec.tail.pre_logits_channels:  # distill family: 1x1 conv + ReLU after pooling
+            self.conv_pre_logits = nn.Conv2d(pooled, spec.tail.pre_logits_channels, 1, bias=False, **dd)
             self.pre_logits_act = nn.ReLU(inplace=True)
-            self.head_hidden_size = pre
+            self.head_hidden_size = spec.tail.pre_logits_channels
         else:
             self.conv_pre_logits = None
             self.pre_logits_act = None
-            self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+            self.head_hidden_size = pooled
         self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
-        self.classifier = (nn.Linear(self.head_hidden_size, self.num_classes) if self.num_classes > 0
+        self.dense_logits = not global_pool and self.num_classes > 0
+        self.classifier = (nn.Linear(self.head_hidden_size, self.num_classes, **dd) if self.num_classes > 0
                            else nn.Identity())
-        self.feature_info = self._feature_info()
-        self._stage_ends = [int(f["module"].split(".")[1]) for f in self.feature_info]
-        _init_weights(self)
+        efficientnet_init_weights(self)
 
     # -- timm model interface --------------------------------------------------------------
-    def _feature_info(self) -> List[Dict]:
-        """One entry per output stride: the last stage that produces it (detection backbones)."""
-        info: List[Dict] = []
-        reduction = 2
-        for i, stage in enumerate(self.stages):
-            for block in stage:
-                reduction *= _block_stride(block)
-            channels = _block_out_channels(stage[-1])
-            entry = dict(num_chs=channels, reduction=reduction, module=f"stages.{i}")
-            if info and info[-1]["reduction"] == reduction:
-                info[-1] = entry
-            else:
-                info.append(entry)
-        return info
-
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False):
         return dict(
@@ -107,19 +98,30 @@ class GPUNet(nn.Module):
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """New classifier on the model's device and dtype; ``global_pool`` None keeps the pooling.
+
+        The distill family's trained ``conv_pre_logits`` is sized for the pooled width: a pool
+        change that would resize it raises (as timm's MobileNetV3 refuses) instead of dropping it.
+        """
+        dd = get_device_dtype(self)
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=False)
+        pooled = self.num_features * pool.feat_mult()
+        if self.conv_pre_logits is not None:
+            if self.conv_pre_logits.in_channels != pooled:
+                raise ValueError(
+                    f"global_pool={global_pool!r} pools to {pooled} channels but the trained "
+                    f"conv_pre_logits takes {self.conv_pre_logits.in_channels}; keep a pooling of "
+                    f"the same width (avg / max / avgmax / '')")
+        else:
+            self.head_hidden_size = pooled
         self.num_classes = num_classes
-        if global_pool is not None:
-            old_mult = self.global_pool.feat_mult()
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=False)
-            self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
-            mult = self.global_pool.feat_mult()
-            if self.conv_pre_logits is not None and mult != old_mult:
-                self.conv_pre_logits = nn.Conv2d(self.num_features * mult, self.head_hidden_size, 1, bias=False)
-            elif self.conv_pre_logits is None:
-                self.head_hidden_size = self.num_features * mult
-        p = next(self.parameters())
-        self.classifier = (nn.Linear(self.head_hidden_size, num_classes, device=p.device, dtype=p.dtype)
-                           if num_classes > 0 else nn.Identity())
+        self.global_pool = pool.train(self.training)
+        self.flatten = (nn.Flatten(1) if global_pool else nn.Identity()).train(self.training)
+        self.dense_logits = not global_pool and num_classes > 0
+        self.classifier = (nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0
+                           else nn.Identity()).train(self.training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -138,6 +140,8 @@ class GPUNet(nn.Module):
             return x
         if self.drop_rate > 0.0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
+        if self.dense_logits:  # no pooling: classify every location, logits stay NCHW
+            return self.classifier(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,29 +191,12 @@ class GPUNet(nn.Module):
         return take_indices
 
 
-def _block_stride(block: nn.Module) -> int:
-    for m in block.modules():
-        if isinstance(m, nn.Conv2d) and m.stride[0] > 1:
-            return m.stride[0]
-    return 1
+def build_model(spec: Union[NetworkSpec, str, os.PathLike], **kwargs) -> GPUNet:
+    """A :class:`GPUNet` from a spec or a spec file (hub names: :func:`gpunet.get_model`).
 
-
-def _block_out_channels(block: nn.Module) -> int:
-    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-
-
-def _init_weights(model: nn.Module) -> None:
-    """EfficientNet-style init (fan-out normal convs, unit BN, small classifier)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            init_range = 1.0 / math.sqrt(m.weight.size(0))
-            nn.init.uniform_(m.weight, -init_range, init_range)
-            nn.init.zeros_(m.bias)
+    Keyword arguments are those of :class:`GPUNet` (``num_classes``, ``in_chans``, ``drop_rate``,
+    ``drop_path_rate``, ``global_pool``, ``output_stride``, ``device``, ``dtype``).
+    """
+    if not isinstance(spec, NetworkSpec):
+        spec = load_any(spec)
+    return GPUNet(spec, **kwargs)

@@ -12,10 +12,10 @@ import re
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional
 
-from .spec import LayerSpec, NetworkSpec, SpecError
+from .spec import LayerSpec, NetworkSpec, SpecError, parse_spec, read_json
 
 __all__ = [
-    "spec_from_nvidia_config", "spec_to_nvidia_config", "nvidia_module_map",
+    "parse_any", "load_any", "spec_from_nvidia_config", "spec_to_nvidia_config", "nvidia_module_map",
     "state_dict_from_nvidia", "state_dict_to_nvidia", "is_nvidia_state_dict",
     "DISTILL_HEAD_CHANNELS", "NVIDIA_MODEL_NAMES",
 ]
@@ -45,6 +45,18 @@ _ALLOWED = {
 
 # ----------------------------------------------------------------------------------------
 # JSON config format
+
+
+def parse_any(data: Any, source: Optional[str] = None) -> NetworkSpec:
+    """Our JSON object or NVIDIA's list (the spec module itself reads only ours)."""
+    if isinstance(data, list):
+        return spec_from_nvidia_config(data, source=source)
+    return parse_spec(data, source=source)
+
+
+def load_any(path) -> NetworkSpec:
+    """A spec file in our format or NVIDIA's (``0.65ms.json``)."""
+    return parse_any(read_json(path), source=str(path))
 
 
 def spec_from_nvidia_config(config: List[Any], source: Optional[str] = None,

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import BadInputError, GPUNetError
-from .spec import NetworkSpec, SpecError, parse_spec
+from .nvidia import parse_any as parse_spec
+from .spec import NetworkSpec, SpecError
 
 __all__ = [
     "ModelCard", "Registry", "UnknownNameError", "RegistryError", "get_registry", "list_models",

@@ -5,6 +5,14 @@ blocks, one tail), the input resolution and the module *family* (NVIDIA's "stand
 "distill" implementation, which differ in BatchNorm eps, IRB layout and padding).
 Specs validate themselves, round-trip through our JSON format and hash to a stable
 fingerprint. NVIDIA's own JSON files are read through :mod:`gpunet.nvidia`.
+
+Vocabulary: specs keep NVIDIA's words, the reverse of timm's. A spec's ``head`` /
+``head_large`` entry is the *stem* (``GPUNet.stem``) and its ``tail`` entry is the classifier
+*head* (``GPUNet.conv_head`` + ``classifier``); ``NetworkSpec.stem`` / ``.tail`` name them.
+
+This module is data and integer arithmetic only: it imports neither torch nor any other
+gpunet module at import time (:data:`LAYER_KINDS` is the one table of block kinds; the
+search's block codes store indices into it, so its order is fixed).
 """
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 __all__ = [
     "LayerSpec", "NetworkSpec", "SpecError", "load_spec", "save_spec", "parse_spec",
-    "FAMILIES", "LAYER_KINDS", "ACTIVATIONS", "SPEC_FORMAT",
+    "FAMILIES", "LAYER_KINDS", "BODY_KINDS", "ACTIVATIONS", "SPEC_FORMAT", "BN_EPS", "conv_padding",
 ]
 
 SPEC_FORMAT = "gpunet-spec/1"
@@ -26,6 +34,16 @@ FAMILIES = ("standard", "distill")
 LAYER_KINDS = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
 BODY_KINDS = ("conv", "fused_irb", "irb")
 ACTIVATIONS = ("relu", "swish")
+#: BatchNorm eps per module family (NVIDIA's standard builder uses TF-style 1e-3).
+BN_EPS = {"standard": 1e-3, "distill": 1e-5}
+
+
+def conv_padding(kind: str, kernel_size: int, stride: int, family: str) -> int:
+    """Padding NVIDIA's builders use: ``k // 2`` except stride-2 Fused-IRB convs in the
+    standard family, which are unpadded (GPUNet-0: 160 -> 79 -> 39)."""
+    if family == "standard" and kind == "fused_irb" and stride == 2:
+        return 0
+    return ((stride - 1) + (kernel_size - 1)) // 2
 
 
 class SpecError(ValueError):
@@ -130,8 +148,6 @@ class NetworkSpec:
 
     def spatial_sizes(self, resolution: Optional[int] = None) -> List[int]:
         """Output height/width after the stem and after every body block (square input)."""
-        from .blocks import conv_padding  # padding rules live with the blocks
-
         size = resolution or self.resolution
         sizes = []
         stem = self.stem
@@ -239,11 +255,14 @@ _LAYER_FIELDS = {f.name for f in dataclasses.fields(LayerSpec)} - {"kind"}
 
 
 def parse_spec(data: Any, source: Optional[str] = None) -> NetworkSpec:
-    """Build a validated :class:`NetworkSpec` from our JSON object or NVIDIA's list format."""
-    if isinstance(data, list):
-        from .nvidia import spec_from_nvidia_config
+    """Build a validated :class:`NetworkSpec` from our JSON object (``gpunet-spec/1``).
 
-        return spec_from_nvidia_config(data, source=source)
+    NVIDIA's list format is the loader's job: :func:`gpunet.load_spec` or
+    :func:`gpunet.nvidia.parse_any` read both (so this module never imports the NVIDIA code).
+    """
+    if isinstance(data, list):
+        raise SpecError("this is NVIDIA's list format; read it with gpunet.load_spec(path) or "
+                        "gpunet.nvidia.spec_from_nvidia_config(data)", source=source)
     if not isinstance(data, dict):
         raise SpecError(f"expected a JSON object (gpunet spec) or list (NVIDIA config), got "
                         f"{type(data).__name__}", source=source)
@@ -285,7 +304,12 @@ def parse_spec(data: Any, source: Optional[str] = None) -> NetworkSpec:
 
 
 def load_spec(path: Union[str, os.PathLike]) -> NetworkSpec:
-    """Read a spec file: our format or NVIDIA's (``gpunet.load_spec`` also takes hub names)."""
+    """Read a spec file in our format (``gpunet.load_spec`` also reads NVIDIA's and hub names)."""
+    return parse_spec(read_json(path), source=os.fspath(path))
+
+
+def read_json(path: Union[str, os.PathLike]) -> Any:
+    """A spec file's JSON, with errors naming the file (shared with the NVIDIA reader)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"spec file not found: {path}")
@@ -295,7 +319,7 @@ def load_spec(path: Union[str, os.PathLike]) -> NetworkSpec:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise SpecError(f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})", source=path) from e
-    return parse_spec(data, source=path)
+    return data
 
 
 def save_spec(spec: NetworkSpec, path: Union[str, os.PathLike]) -> None:

@@ -5,9 +5,10 @@ import os
 
 import pytest
 
+from gpunet.nvidia import load_any as load_spec  # our format and NVIDIA's (gpunet.spec reads only ours)
 from gpunet.nvidia import spec_from_nvidia_config, spec_to_nvidia_config
 from gpunet.registry import Registry
-from gpunet.spec import LayerSpec, NetworkSpec, SpecError, load_spec, parse_spec, save_spec
+from gpunet.spec import LayerSpec, NetworkSpec, SpecError, parse_spec, save_spec
 
 CONFIGS = ["0.65ms.json", "0.85ms.json", "1.75ms.json", "0.5ms-D.json", "0.8ms-D.json", "1.25ms-D.json",
            "2.25ms-D.json"]

@@ -137,3 +137,79 @@ def test_group_matcher_covers_every_parameter():
     model = timm.create_model("gpunet_1")
     groups = group_parameters(model, model.group_matcher(coarse=True))
     assert sum(len(v) for v in groups.values()) == len(list(model.named_parameters()))
+
+
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_meta_and_dtype_factories_reach_every_layer(name):
+    """timm's device / dtype factory kwargs, also for layers created later (reset_classifier)."""
+    meta = timm.create_model(name, device="meta")
+    assert {p.device.type for p in meta.parameters()} | {b.device.type for b in meta.buffers()} == {"meta"}
+    meta.reset_classifier(10)
+    assert meta.classifier.weight.device.type == "meta"
+    bf16 = timm.create_model(name, dtype=torch.bfloat16, num_classes=3)
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    bf16.reset_classifier(5, "max" if name.startswith("gpunet_d") else "catavgmax")
+    assert bf16.classifier.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert bf16.eval()(torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)).shape == (1, 5)
+
+
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_output_stride_16_and_8_dilate_the_last_stages(name):
+    x = torch.randn(1, 3, SMALL, SMALL)
+    ref = timm.create_model(name, features_only=True).eval()
+    natural = ref.feature_info.reduction()
+    with torch.no_grad():
+        ref_outs = ref(x)
+    for os_ in (16, 8):
+        model = timm.create_model(name, features_only=True, output_stride=os_).eval()
+        assert model.feature_info.reduction() == [min(r, os_) for r in natural]
+        with torch.no_grad():
+            outs = model(x)
+        # same levels and channels; the capped levels keep the spatial size of the last kept stride
+        assert [o.shape[1] for o in outs] == [o.shape[1] for o in ref_outs]
+        capped = [o for o, r in zip(outs, model.feature_info.reduction()) if r == os_]
+        assert len({o.shape[-1] for o in capped}) == 1
+        # levels before the cap are computed by identical layers
+        for o, r, o_ref in zip(outs, natural, ref_outs):
+            if r < os_:
+                assert o.shape == o_ref.shape
+    dilated = timm.create_model(name, output_stride=8)
+    convs = [m for m in dilated.stages[-1].modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1]
+    assert convs and all(c.stride == (1, 1) and c.dilation[0] > 1 for c in convs)
+
+
+def test_output_stride_keeps_weights_compatible():
+    """A dilated backbone loads the stride-32 state_dict unchanged (same names and shapes)."""
+    sd = timm.create_model("gpunet_0").state_dict()
+    dense = timm.create_model("gpunet_0", output_stride=16)
+    dense.load_state_dict(sd)
+    with pytest.raises(ValueError, match="output_stride"):
+        timm.create_model("gpunet_0", output_stride=12)
+
+
+@pytest.mark.parametrize("name", ["gpunet_0", "gpunet_d1"])
+def test_reset_classifier_keeps_trained_layers(name):
+    model = timm.create_model(name).eval()
+    x = torch.randn(2, 3, SMALL, SMALL)
+    pre = model.conv_pre_logits
+    model.reset_classifier(10, "")
+    assert model.conv_pre_logits is pre  # the distill family's trained conv is never dropped
+    with torch.no_grad():
+        dense = model(x)  # no pooling: logits at every location, as NCHW
+    assert dense.shape[:2] == (2, 10) and dense.ndim == 4
+    head = model.classifier.state_dict()
+    model.reset_classifier(10, "avg")
+    model.classifier.load_state_dict(head)
+    with torch.no_grad():
+        pooled = model(x)
+    assert pooled.shape == (2, 10)
+    if model.conv_pre_logits is None:  # a linear classifier commutes with average pooling
+        torch.testing.assert_close(dense.mean((2, 3)), pooled, rtol=1e-4, atol=1e-5)
+    if name == "gpunet_d1":
+        with pytest.raises(ValueError, match="conv_pre_logits"):
+            model.reset_classifier(10, "catavgmax")
+        assert model.conv_pre_logits is pre and model.global_pool.pool_type == "avg"
+    else:
+        model.reset_classifier(10, "catavgmax")
+        assert model.classifier.in_features == 2 * model.num_features

@@ -14,9 +14,11 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from ..spec import LAYER_KINDS
+
 __all__ = ["RooflineModel", "block_ops"]
 
-_KIND_CODES = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
+_KIND_CODES = LAYER_KINDS  # block codes store indices into gpunet.spec's one table of kinds
 
 
 def _make_divisible8(v: np.ndarray) -> np.ndarray:

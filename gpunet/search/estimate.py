@@ -14,115 +14,16 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
+from .codes import (_LAYOUT, BlockKey, BlockSlot, _unpack_fields, block_slots, check_space_fits,  # noqa: F401
+                    pack_codes, unpack_codes)
 from .costmodel import RooflineModel
-from .lut import BlockKey, LatencyTable, LUTError
-from .space import ACT_CODES, SearchSpace
+from .lut import LatencyTable, LUTError
+from .space import SearchSpace
 
 __all__ = ["BlockSlot", "block_slots", "pack_codes", "unpack_codes", "Calibration", "LatencyEstimator",
            "EstimateResult", "estimate_latency", "estimate_spec"]
 
-_KINDS = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
-# field -> (shift, bits): 61 bits in all
-_LAYOUT = {"kind": (0, 3), "act": (3, 2), "se": (5, 1), "stride": (6, 2), "k": (8, 4), "e100": (12, 12),
-           "cin": (24, 13), "cout": (37, 13), "h": (50, 11)}
 _CHUNK = 1 << 18
-
-
-def pack_codes(kind, cin, cout, k, stride, e, se, act, h, check: bool = True) -> np.ndarray:
-    """One int64 per block from field arrays (``kind``/``act`` as indices, ``e`` as a float).
-
-    ``check=False`` skips the range checks (callers that bounded the fields already, e.g.
-    :func:`block_slots` via :func:`check_space_fits`).
-    """
-    e100 = np.rint(np.asarray(e, dtype=np.float64) * 100).astype(np.int64) if np.ndim(e) or not \
-        isinstance(e, (int, np.integer)) else int(e) * 100
-    fields = {"kind": kind, "act": act, "se": se, "stride": stride, "k": k, "e100": e100, "cin": cin,
-              "cout": cout, "h": h}
-    code = np.zeros(np.broadcast(*fields.values()).shape, dtype=np.int64)
-    for name, value in fields.items():
-        shift, bits = _LAYOUT[name]
-        v = np.asarray(value, dtype=np.int64)
-        if check and v.size and (v.min() < 0 or v.max() >= (1 << bits)):
-            raise ValueError(f"block field {name!r} out of range for the code layout (0..{(1 << bits) - 1})")
-        if v.ndim == 0:
-            code |= int(v) << shift
-        else:
-            code |= np.left_shift(v, shift)
-    return code
-
-
-def check_space_fits(space: SearchSpace) -> None:
-    """Raise if a space's choices exceed the block-code layout (channels < 8192, sizes < 2048, ...)."""
-    widths = [c for g in space.genes if g.field == "filters" for c in g.choices] + [space.tail_channels]
-    widths += [int(st.fixed["filters"]) for st in space.stages if "filters" in st.fixed]
-    limits = [("channels", max(widths), _LAYOUT["cin"][1]), ("resolution", max(space.resolutions), _LAYOUT["h"][1]),
-              ("kernel", max([c for g in space.genes if g.field == "kernel" for c in g.choices] or [3]),
-               _LAYOUT["k"][1]),
-              ("expansion x100", 100 * max([c for g in space.genes if g.field == "expansion" for c in g.choices]
-                                           or [1]), _LAYOUT["e100"][1])]
-    for what, value, bits in limits:
-        if value >= (1 << bits):
-            raise ValueError(f"search space {space.name!r}: {what} {value} exceeds the lookup code layout "
-                             f"(< {1 << bits})")
-
-
-def _unpack_fields(codes: np.ndarray) -> Dict[str, np.ndarray]:
-    codes = np.asarray(codes, dtype=np.int64)
-    return {name: (codes >> shift) & ((1 << bits) - 1) for name, (shift, bits) in _LAYOUT.items()}
-
-
-def unpack_codes(codes, family: str = "standard", batch: int = 1, precision: str = "fp32",
-                 num_classes: int = 1000) -> List[BlockKey]:
-    f = _unpack_fields(codes)
-    out = []
-    for i in range(len(codes)):
-        kind = _KINDS[int(f["kind"][i])]
-        out.append(BlockKey(kind, family, int(f["cin"][i]), int(f["cout"][i]), int(f["k"][i]), int(f["stride"][i]),
-                            int(f["e100"][i]) / 100.0, bool(f["se"][i]), ACT_CODES[int(f["act"][i])],
-                            int(f["h"][i]), int(f["h"][i]), batch, precision, num_classes if kind == "tail" else 0))
-    return out
-
-
-@dataclass
-class BlockSlot:
-    """One block position shared by all networks: its code per network and how often it occurs."""
-
-    name: str
-    codes: np.ndarray
-    counts: np.ndarray
-
-
-def block_slots(space: SearchSpace, vectors: np.ndarray) -> List[BlockSlot]:
-    """Stem, (first, repeated) per stage, tail: codes and counts for every network."""
-    check_space_fits(space)
-    arr = np.atleast_2d(np.asarray(vectors, dtype=np.int64))
-    n = len(arr)
-    sizes = space.stage_input_sizes(arr)
-    ones = np.ones(n, dtype=np.int64)
-    slots: List[BlockSlot] = []
-    cur_c = np.full(n, 3, dtype=np.int64)
-    relu = ACT_CODES.index("relu")
-    for s, st in enumerate(space.stages):
-        cfg = space.stage_config(arr, s)
-        f = cfg["filters"]
-        if st.kind == "head":
-            slots.append(BlockSlot("stem", pack_codes(_KINDS.index("head"), cur_c, f, 3, 2, 1.0, 0, cfg["act"],
-                                                      sizes[s], check=False), ones))
-            cur_c = f
-            continue
-        kind = _KINDS.index(st.kind)
-        has_e = st.kind in ("fused_irb", "irb")
-        e = cfg["expansion"] if has_e else 1.0
-        se = cfg["se"] if has_e else 0
-        layers = cfg["layers"]
-        first = pack_codes(kind, cur_c, f, cfg["kernel"], st.stride, e, se, cfg["act"], sizes[s], check=False)
-        rest = pack_codes(kind, f, f, cfg["kernel"], 1, e, se, cfg["act"], sizes[s + 1], check=False)
-        slots.append(BlockSlot(f"stage{s}.first", first, (layers > 0).astype(np.int64)))
-        slots.append(BlockSlot(f"stage{s}.rest", rest, np.maximum(layers - 1, 0)))
-        cur_c = np.where(layers > 0, f, cur_c)
-    slots.append(BlockSlot("tail", pack_codes(_KINDS.index("tail"), cur_c, space.tail_channels, 1, 1, 1.0, 0, relu,
-                                              sizes[-1], check=False), ones))
-    return slots
 
 
 @dataclass
@@ -303,6 +204,6 @@ def estimate_latency(vectors, table: Union[LatencyTable, str], space: Optional[S
 def estimate_spec(spec, table: LatencyTable, batch: int = 1, precision: str = "fp32",
                   statistic: str = "median") -> float:
     """Table sum for any :class:`~gpunet.spec.NetworkSpec` (hub models too); NaN if a block is missing."""
-    from .lut import spec_blocks
+    from .codes import spec_blocks
 
     return float(np.sum(table.lookup(spec_blocks(spec, batch, precision), statistic)))

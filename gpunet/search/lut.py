@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -32,13 +31,13 @@ import socket
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import GPUNetError
-from ..spec import LayerSpec, NetworkSpec
+from ..spec import LAYER_KINDS
+from .codes import BlockKey, network_blocks, spec_blocks
 
 __all__ = ["BlockKey", "LatencyTable", "LUTError", "LUTDeviceMismatch", "spec_blocks", "network_blocks",
            "build_lut", "measure_block", "LUT_FORMAT", "BLOCK_KINDS", "STATISTICS"]
@@ -46,7 +45,7 @@ __all__ = ["BlockKey", "LatencyTable", "LUTError", "LUTDeviceMismatch", "spec_bl
 log = logging.getLogger(__name__)
 
 LUT_FORMAT = "gpunet-lut/1"
-BLOCK_KINDS = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
+BLOCK_KINDS = LAYER_KINDS  # the one table of block kinds (gpunet.spec); codes store indices into it
 _KEY_COLUMNS = ("kind", "family", "in_channels", "out_channels", "kernel_size", "stride", "expansion", "se",
                 "act", "height", "width", "batch", "precision", "classes")
 _VALUE_COLUMNS = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "iters", "source", "measured_at")
@@ -92,105 +91,7 @@ class LUTDeviceMismatch(LUTError):
     """The table was measured on another device/backend than the one asked for."""
 
 
-@dataclass(frozen=True)
-class BlockKey:
-    """What a block's latency depends on: its configuration and the shape it runs at."""
-
-    kind: str
-    family: str
-    in_channels: int
-    out_channels: int
-    kernel_size: int
-    stride: int
-    expansion: float
-    se: bool
-    act: str
-    height: int
-    width: int
-    batch: int = 1
-    precision: str = "fp32"
-    classes: int = 0  # classifier outputs, tail only
-
-    @property
-    def key(self) -> str:
-        e = f"{float(self.expansion):g}"
-        return (f"{self.kind}|{self.family}|c{self.in_channels}-{self.out_channels}|k{self.kernel_size}"
-                f"|s{self.stride}|e{e}|se{int(self.se)}|{self.act}|{self.height}x{self.width}"
-                f"|b{self.batch}|{self.precision}|n{self.classes}")
-
-    @property
-    def input_shape(self) -> Tuple[int, int, int, int]:
-        return (self.batch, self.in_channels, self.height, self.width)
-
-    @classmethod
-    def from_layer(cls, layer: LayerSpec, family: str, height: int, width: Optional[int] = None,
-                   batch: int = 1, precision: str = "fp32", num_classes: int = 1000) -> "BlockKey":
-        """Normalised key: fields a block kind ignores take fixed values, so equal blocks share a key."""
-        kind = layer.kind
-        width = height if width is None else width
-        if kind in ("head", "head_large"):
-            return cls(kind, family, layer.in_channels, layer.out_channels, 3, 2, 1.0, False,
-                       layer.act or ("swish" if family == "standard" else "relu"), height, width, batch, precision)
-        if kind == "tail":
-            return cls(kind, family, layer.in_channels, layer.out_channels, 1, 1, 1.0, False, "relu", height, width,
-                       batch, precision, num_classes)
-        if kind == "conv":
-            return cls(kind, family, layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, 1.0,
-                       False, layer.act or "relu", height, width, batch, precision)
-        return cls(kind, family, layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                   float(layer.expansion), bool(layer.se), layer.act or "relu", height, width, batch, precision)
-
-    def layer_spec(self) -> LayerSpec:
-        return LayerSpec(self.kind, self.in_channels, self.out_channels, stride=self.stride,
-                         kernel_size=self.kernel_size, expansion=self.expansion, act=self.act, se=self.se)
-
-    def build_module(self):
-        """The block as a standalone ``nn.Module`` (eval mode), exactly as the builder makes it."""
-        from torch import nn
-
-        from ..blocks import BN_EPS, ConvBnAct
-        from ..builder import Stem, build_block
-
-        if self.kind in ("head", "head_large"):
-            module = Stem(self.layer_spec(), self.family)
-        elif self.kind == "tail":
-            module = nn.Sequential(ConvBnAct(self.in_channels, self.out_channels, 1, 1, "relu", BN_EPS[self.family]),
-                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
-                                   *([nn.Linear(self.out_channels, self.classes)] if self.classes else []))
-        else:
-            module = build_block(self.layer_spec(), self.family)
-        return module.eval().requires_grad_(False)
-
-    def to_row(self) -> Dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["se"] = int(self.se)
-        d["expansion"] = float(self.expansion)
-        return d
-
-
-def spec_blocks(spec: NetworkSpec, batch: int = 1, precision: str = "fp32",
-                resolution: Optional[int] = None) -> List[BlockKey]:
-    """One key per layer of a network (repeated blocks repeat), in network order."""
-    if spec.tail.pre_logits_channels:
-        raise ValueError(f"spec {spec.name or ''}: tails with pre_logits_channels (distill family) have no "
-                         f"lookup-table block; the table covers head/conv/fused_irb/irb and the plain tail")
-    res = resolution or spec.resolution
-    sizes = [res] + spec.spatial_sizes(res)  # input of the stem, of each body block, of the tail
-    return [BlockKey.from_layer(layer, spec.family, sizes[i], batch=batch, precision=precision,
-                                num_classes=spec.num_classes)
-            for i, layer in enumerate(spec.layers)]
-
-
-def network_blocks(space, vectors, batch: int = 1, precision: str = "fp32") -> List[BlockKey]:
-    """The distinct block keys a set of encoded networks needs (what a table build measures)."""
-    from .estimate import block_slots, unpack_codes
-
-    keys = {}
-    for slot in block_slots(space, space.check(vectors)):
-        for code in np.unique(slot.codes[slot.counts > 0]):
-            k = unpack_codes(np.array([code]), space.family, batch, precision, space.num_classes)[0]
-            keys[k.key] = k
-    return list(keys.values())
+# BlockKey, spec_blocks, network_blocks live in .codes (block description, not storage)
 
 
 # ----------------------------------------------------------------------------------------

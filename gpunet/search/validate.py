@@ -66,7 +66,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
                  progress: Optional[bool] = None, statistic: str = "median", refresh_blocks: bool = False,
                  measure_network: Optional[Callable[[Any], float]] = None) -> ValidationReport:
     """Measure ``n`` sampled networks end to end and compare with the table's estimate."""
-    from ..builder import build_model
+    from ..model import build_model
     from ..latency import benchmark, device_fingerprint
 
     if n < 4:
