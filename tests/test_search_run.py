@@ -94,6 +94,8 @@ def test_resume_redispatches_only_what_was_in_flight(pool, tmp_path):
     ids = [r["candidate_id"] for r in recs]
     assert len(recs) == 4 and len(set(ids)) == 4 and ids[:2] == [a.candidate_id, b.candidate_id]
     assert recs[1]["value"] is None and recs[1]["error"] == "NaN loss"
+    st = search_status(s.out)
+    assert (st["completed"], st["failed"], st["finished"], st["running"]) == (4, 1, True, [])
     state = json.loads(Path(s.out, "state.json").read_text())["algorithm"]
     assert [t["value"] for t in state["told"]].count(None) == 1 and state["pending"] == []  # told as a failure
     with pytest.raises(SearchRunError, match="already holds a search"):

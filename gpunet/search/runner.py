@@ -95,6 +95,8 @@ def load_candidates(settings: SearchSettings) -> Tuple[np.ndarray, np.ndarray, s
         raise SearchRunError("pass --group or --latency-ms, not both")
     keep = np.ones(len(vectors), dtype=bool)
     if settings.group is not None:
+        if labels is None:
+            raise SearchRunError(f"--group: {path} has no group labels (field 'labels'); use --latency-ms LO:HI")
         keep = labels == int(settings.group)
         if not keep.any():
             raise SearchRunError(f"--group {settings.group}: no pool row has that label "
