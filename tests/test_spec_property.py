@@ -33,27 +33,45 @@ DISTILL = {"format": "gpunet-spec/1", "resolution": 32, "family": "distill", "nu
      "se": False, "stage": 2},
     {"type": "tail", "in_channels": 16, "out_channels": 24, "pre_logits_channels": 32}]}
 
-FIELDS = ["type", "in_channels", "out_channels", "stride", "kernel_size", "expansion", "act", "se", "stage",
-          "pre_logits_channels", "bogus"]
-TOP = ["resolution", "family", "num_classes", "name", "format", "layers", "bogus"]
-VALUES = st.sampled_from([
-    None, True, False, 0, 1, 2, 3, 4, 5, 7, 8, 16, -1, 0.5, 1.0, 2.5, 3.0, float("nan"), float("inf"),
-    "no", "yes", "1", "relu", "swish", "gelu", "head", "head_large", "conv", "fused_irb", "irb", "tail",
-    "standard", "distill", [], [1], {}, {"a": 1}])
+# per field: valid values and near misses (wrong type, truthy strings, out of range)
+FIELD_VALUES = {
+    "type": ["head", "head_large", "conv", "fused_irb", "irb", "tail", "mlp", ["irb"], None],
+    "in_channels": [8, 16, 12, 0, -8, 8.0, "8", True],
+    "out_channels": [8, 16, 24, 0, 16.0, "16", None],
+    "stride": [1, 2, 3, 0, True, 2.0, "2"],
+    "kernel_size": [1, 3, 5, 7, 4, 0, True, 3.0, "3"],
+    "expansion": [1, 2, 3, 2.5, 0, -1, float("nan"), float("inf"), True, "2"],
+    "act": ["relu", "swish", None, "gelu", "", 1, ["relu"]],
+    "se": [True, False, "no", "yes", 0, 1, None],
+    "stage": [0, 1, 4, 7, -1, 1.5, True, "4", None],
+    "pre_logits_channels": [16, 32, 0, 2.5, "32", True, None],
+    "bogus": [1],
+}
+TOP_VALUES = {
+    "resolution": [32, 24, 16, 8, 4, 0, 32.0, "32", True],
+    "family": ["standard", "distill", "other", None, ["standard"]],
+    "num_classes": [5, 1, 0, -1, 5.0, True, "5"],
+    "name": ["net", None, 5, ["n"]],
+    "format": ["gpunet-spec/1", "gpunet-spec/2", None],
+    "layers": [[], None, "x"],
+    "bogus": [1],
+}
 DELETE = object()
 
 
 @st.composite
 def mutated(draw):
     spec = copy.deepcopy(draw(st.sampled_from([STANDARD, DISTILL])))
-    for _ in range(draw(st.integers(1, 3))):
-        value = draw(st.one_of(VALUES, st.just(DELETE)))
-        if draw(st.integers(0, 4)) == 0:
-            target, key = spec, draw(st.sampled_from(TOP))
+    for _ in range(draw(st.integers(1, 2))):
+        if draw(st.integers(0, 5)) == 0:
+            target, pools = spec, TOP_VALUES
         else:
-            target = spec["layers"][draw(st.integers(0, len(spec["layers"]) - 1))] \
-                if isinstance(spec.get("layers"), list) and spec["layers"] else spec
-            key = draw(st.sampled_from(FIELDS))
+            layers = spec.get("layers")
+            if not (isinstance(layers, list) and layers):
+                continue
+            target, pools = layers[draw(st.integers(0, len(layers) - 1))], FIELD_VALUES
+        key = draw(st.sampled_from(sorted(pools)))
+        value = draw(st.sampled_from(pools[key] + [DELETE]))
         if value is DELETE:
             target.pop(key, None)
         else:
@@ -115,7 +133,7 @@ def test_the_unmutated_specs_build():
         check_structure(gpunet.get_model(spec), spec)
 
 
-@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_mutated_specs_build_as_written_or_raise_spec_error(data):
     try:
