@@ -29,7 +29,8 @@ def _suite_dir() -> Path:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
-             "--disable-pip-version-check", "-d", str(root), f"timm=={version}"],
+             "--disable-pip-version-check", "--retries", "1", "--timeout", "20", "-d", str(root),
+             f"timm=={version}"],
             capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
         pytest.skip(f"pip download of the timm {version} sdist timed out (no network?)")
