@@ -74,8 +74,9 @@ def fused_irb(in_channels: int, out_channels: int, kernel_size: int, stride: int
     """Fused-IRB (EfficientNetV2's Fused-MBConv) = timm's ``EdgeResidual``."""
     pad = conv_padding("fused_irb", kernel_size, stride, family)
     return EdgeResidual(in_channels, out_channels, kernel_size, stride, dilation=dilation,
-                        pad_type=_pad(pad, kernel_size, stride, dilation), exp_ratio=expansion, act_layer=act_layer(act),
-                        norm_layer=norm_act_layer(family), se_layer=se_layer(expansion) if se else None,
+                        pad_type=_pad(pad, kernel_size, stride, dilation), exp_ratio=expansion,
+                        act_layer=act_layer(act), norm_layer=norm_act_layer(family),
+                        se_layer=se_layer(expansion) if se else None,
                         drop_path_rate=drop_path_rate, **dd)
 
 

@@ -56,7 +56,8 @@ def test_timm_model_suite_passes_for_gpunets(tmp_path):
     suite = _suite_dir()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestUnknownMarkWarning",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-W", "ignore::pytest.PytestUnknownMarkWarning",
          "--rootdir", str(suite), str(suite / "test_models.py"), "-k", SELECTION],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     tail = proc.stdout[-4000:] + proc.stderr[-2000:]
