@@ -14,11 +14,23 @@ from .spec import NetworkSpec
 __all__ = ["get_model", "load_spec", "wrap_features"]
 
 
+def _as_path(name: Any) -> Optional[str]:
+    """The one rule for "is this a path": an ``os.PathLike``, or a string naming an existing
+    file, ending in ``.json`` or holding a path separator. Anything else is a hub name."""
+    if isinstance(name, os.PathLike):
+        return os.fspath(name)
+    if isinstance(name, str):
+        seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+        if os.path.isfile(name) or name.lower().endswith(".json") or any(s in name for s in seps):
+            return name
+    return None
+
+
 def load_spec(path_or_name: Union[str, os.PathLike]) -> NetworkSpec:
     """A spec from a file (our format or NVIDIA's) or a hub model name (``"gpunet-0"``)."""
-    path = os.fspath(path_or_name)
-    if not os.path.exists(path) and not path.lower().endswith(".json") and os.sep not in path:
-        return get_registry().spec(path)
+    path = _as_path(path_or_name)
+    if path is None:
+        return get_registry().spec(path_or_name)
     return load_any(path)
 
 
@@ -35,14 +47,15 @@ def wrap_features(model: nn.Module, out_indices: Optional[Sequence[int]] = None)
     return FeatureListNet(model, out_indices=out_indices, flatten_sequential=True)
 
 
-def get_model(name: Union[str, NetworkSpec], gpu: Optional[str] = None, pretrained: bool = False,
+def get_model(name: Union[str, os.PathLike, NetworkSpec], gpu: Optional[str] = None, pretrained: bool = False,
               checkpoint_path: Optional[str] = None, weights: Optional[str] = None,
               features_only: bool = False, out_indices: Optional[Sequence[int]] = None,
               **kwargs: Any) -> nn.Module:
     """Build a hub model, optionally with weights.
 
     Args:
-        name: hub name (``"gpunet-0"``, ``"GPUNet_0"``), a spec, or a spec file path.
+        name: hub name (``"gpunet-0"``, ``"GPUNet_0"``), a spec, or a spec file path
+            (``str`` or ``pathlib.Path``; see :func:`load_spec` for the rule).
         gpu: device whose latency tier you chose from; checked against the registry so a
             typo or an untiered model fails loudly.
         pretrained: download (once) and load published weights (see :mod:`gpunet.weights`).
@@ -58,8 +71,8 @@ def get_model(name: Union[str, NetworkSpec], gpu: Optional[str] = None, pretrain
     hub_name = None
     if isinstance(name, NetworkSpec):
         spec = name
-    elif isinstance(name, str) and (name.endswith(".json") or "/" in name):
-        spec = load_any(name)
+    elif _as_path(name) is not None:
+        spec = load_any(_as_path(name))
     else:
         hub_name = reg.resolve_model(name)
         spec = reg.spec(hub_name)

@@ -11,8 +11,8 @@ Vocabulary: specs keep NVIDIA's words, the reverse of timm's. A spec's ``head`` 
 *head* (``GPUNet.conv_head`` + ``classifier``); ``NetworkSpec.stem`` / ``.tail`` name them.
 
 This module is data and integer arithmetic only: it imports neither torch nor any other
-gpunet module at import time (:data:`LAYER_KINDS` is the one table of block kinds; the
-search's block codes store indices into it, so its order is fixed).
+gpunet module at import time, only the leaf :mod:`gpunet.errors` (:data:`LAYER_KINDS` is the one
+table of block kinds; the search's block codes store indices into it, so its order is fixed).
 """
 from __future__ import annotations
 
@@ -24,9 +24,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .errors import BadInputError
+
 __all__ = [
     "LayerSpec", "NetworkSpec", "SpecError", "load_spec", "save_spec", "parse_spec",
-    "FAMILIES", "LAYER_KINDS", "BODY_KINDS", "ACTIVATIONS", "SPEC_FORMAT", "BN_EPS", "conv_padding",
+    "FAMILIES", "LAYER_KINDS", "BODY_KINDS", "KIND_FIELDS", "ACTIVATIONS", "SPEC_FORMAT", "BN_EPS", "conv_padding",
 ]
 
 SPEC_FORMAT = "gpunet-spec/1"
@@ -34,6 +36,16 @@ FAMILIES = ("standard", "distill")
 LAYER_KINDS = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
 BODY_KINDS = ("conv", "fused_irb", "irb")
 ACTIVATIONS = ("relu", "swish")
+#: The fields each layer kind uses (besides ``type``); any other field must be left out.
+KIND_FIELDS = {
+    "head": frozenset({"in_channels", "out_channels", "stride", "act", "stage"}),
+    "head_large": frozenset({"in_channels", "out_channels", "stride", "act", "stage"}),
+    "conv": frozenset({"in_channels", "out_channels", "stride", "kernel_size", "act", "stage"}),
+    "fused_irb": frozenset({"in_channels", "out_channels", "stride", "kernel_size", "expansion", "se", "act",
+                            "stage"}),
+    "irb": frozenset({"in_channels", "out_channels", "stride", "kernel_size", "expansion", "se", "act", "stage"}),
+    "tail": frozenset({"in_channels", "out_channels", "pre_logits_channels"}),
+}
 #: BatchNorm eps per module family (NVIDIA's standard builder uses TF-style 1e-3).
 BN_EPS = {"standard": 1e-3, "distill": 1e-5}
 
@@ -46,7 +58,7 @@ def conv_padding(kind: str, kernel_size: int, stride: int, family: str) -> int:
     return ((stride - 1) + (kernel_size - 1)) // 2
 
 
-class SpecError(ValueError):
+class SpecError(BadInputError, ValueError):
     """A spec (file or object) is malformed; the message names where and what was expected."""
 
     def __init__(self, message: str, *, source: Optional[str] = None, index: Optional[int] = None,
@@ -190,18 +202,27 @@ class NetworkSpec:
 
     # -- validation ----------------------------------------------------------------------
     def validate(self, source: Optional[str] = None) -> "NetworkSpec":
-        """Check the spec is buildable; raise :class:`SpecError` naming entry and field."""
+        """Check the spec is buildable as written; raise :class:`SpecError` naming entry and field.
+
+        Every field is type-checked (``"se": "no"`` is an error, not a truthy SE), a field the
+        layer's kind does not use must keep its default (the stem is always 3x3, the tail has
+        no activation or stage), and a distill network ends in a tail with pre-logits.
+        """
         def err(msg, index=None, fld=None):
             return SpecError(msg, source=source, index=index, field=fld)
 
-        if self.family not in FAMILIES:
+        if self.name is not None and not isinstance(self.name, str):
+            raise err(f"expected a string, got {self.name!r}", fld="name")
+        if not isinstance(self.family, str) or self.family not in FAMILIES:
             raise err(f"unknown family {self.family!r}; expected one of {FAMILIES}", fld="family")
         _check_int(self.resolution, "resolution", source, minimum=8)
         _check_int(self.num_classes, "num_classes", source, minimum=0)
         if len(self.layers) < 2:
             raise err("a network needs at least a stem (head) and a tail", fld="layers")
         for i, layer in enumerate(self.layers):
-            if layer.kind not in LAYER_KINDS:
+            if not isinstance(layer, LayerSpec):
+                raise err(f"expected a LayerSpec, got {type(layer).__name__}", i)
+            if not isinstance(layer.kind, str) or layer.kind not in LAYER_KINDS:
                 raise err(f"unknown layer type {layer.kind!r}; expected one of {LAYER_KINDS}", i, "type")
             if i == 0 and layer.kind not in ("head", "head_large"):
                 raise err(f"the first layer must be 'head' or 'head_large', got {layer.kind!r}", i, "type")
@@ -210,25 +231,33 @@ class NetworkSpec:
             if 0 < i < len(self.layers) - 1 and layer.kind not in BODY_KINDS:
                 raise err(f"'{layer.kind}' may only appear at the {'start' if 'head' in layer.kind else 'end'}",
                           i, "type")
-            if layer.kind in ("head", "head_large") and layer.stride != 2:
-                raise err(f"the stem has stride 2, got {layer.stride!r}", i, "stride")
             for fld in ("in_channels", "out_channels"):
                 v = getattr(layer, fld)
-                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                if not _is_int(v) or v < 1:
                     raise err(f"expected a positive integer, got {v!r}", i, fld)
             if i > 0 and layer.in_channels != self.layers[i - 1].out_channels:
                 raise err(f"in_channels {layer.in_channels} does not match the previous layer's "
                           f"out_channels {self.layers[i - 1].out_channels}", i, "in_channels")
+            used = KIND_FIELDS[layer.kind]
+            for fld, default in _LAYER_DEFAULTS.items():
+                v = getattr(layer, fld)
+                if fld not in used and not (v == default and isinstance(v, bool) == isinstance(default, bool)):
+                    why = " (the stem is always 3x3)" if fld == "kernel_size" and "head" in layer.kind else ""
+                    raise err(f"a '{layer.kind}' layer does not use '{fld}'{why}; got {v!r}, leave it out", i, fld)
+            if layer.kind in ("head", "head_large") and not (_is_int(layer.stride) and layer.stride == 2):
+                raise err(f"the stem has stride 2, got {layer.stride!r}", i, "stride")
             if layer.kind in BODY_KINDS:
-                if layer.stride not in (1, 2):
+                if not _is_int(layer.stride) or layer.stride not in (1, 2):
                     raise err(f"stride must be 1 or 2, got {layer.stride!r}", i, "stride")
                 k = layer.kernel_size
-                if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+                if not _is_int(k) or k < 1 or k % 2 == 0:
                     raise err(f"kernel_size must be a positive odd integer, got {k!r}", i, "kernel_size")
             if layer.kind in ("fused_irb", "irb"):
                 e = layer.expansion
                 if not isinstance(e, (int, float)) or isinstance(e, bool) or not math.isfinite(e) or e <= 0:
                     raise err(f"expansion must be a positive number, got {e!r}", i, "expansion")
+                if not isinstance(layer.se, bool):
+                    raise err(f"se must be true or false, got {layer.se!r}", i, "se")
                 if self.family == "distill":
                     if layer.kind != "irb":
                         raise err("the distill family only has 'irb' body blocks", i, "type")
@@ -236,14 +265,22 @@ class NetworkSpec:
                         raise err(f"the distill family needs an integer expansion, got {e!r}", i, "expansion")
                     if layer.se:
                         raise err("the distill family has no squeeze-excitation", i, "se")
-            if layer.act is not None and layer.act not in ACTIVATIONS:
+            if layer.act is not None and (not isinstance(layer.act, str) or layer.act not in ACTIVATIONS):
                 raise err(f"unknown activation {layer.act!r}; expected one of {ACTIVATIONS}", i, "act")
-            if layer.kind in ("conv", "fused_irb", "irb") and self.family == "standard" and layer.act is None:
+            if layer.kind in BODY_KINDS and self.family == "standard" and layer.act is None:
                 raise err("body blocks of the standard family need 'act'", i, "act")
+            if layer.stage is not None and (not _is_int(layer.stage) or layer.stage < 0):
+                raise err(f"stage must be a non-negative integer, got {layer.stage!r}", i, "stage")
             if layer.pre_logits_channels is not None:
-                if layer.kind != "tail":
-                    raise err("only the tail has pre_logits_channels", i, "pre_logits_channels")
                 _check_int(layer.pre_logits_channels, "pre_logits_channels", source, minimum=1, index=i)
+            elif layer.kind == "tail" and self.family == "distill":
+                raise err("the distill family's tail needs 'pre_logits_channels' (the 1x1 conv after "
+                          "pooling)", i, "pre_logits_channels")
+        sizes = self.spatial_sizes()
+        if min(sizes) < 1:
+            i = sizes.index(min(sizes))
+            raise err(f"resolution {self.resolution} is too small: the feature map vanishes at this "
+                      f"layer", i, "stride" if i else "resolution")
         return self
 
 
@@ -252,6 +289,8 @@ class NetworkSpec:
 
 
 _LAYER_FIELDS = {f.name for f in dataclasses.fields(LayerSpec)} - {"kind"}
+_LAYER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LayerSpec)
+                   if f.default is not dataclasses.MISSING}
 
 
 def parse_spec(data: Any, source: Optional[str] = None) -> NetworkSpec:
@@ -284,10 +323,17 @@ def parse_spec(data: Any, source: Optional[str] = None) -> NetworkSpec:
         if "type" not in raw:
             raise SpecError("missing layer type", source=source, index=i, field="type")
         kind = raw.pop("type")
+        if not isinstance(kind, str) or kind not in LAYER_KINDS:
+            raise SpecError(f"unknown layer type {kind!r}; expected one of {LAYER_KINDS}",
+                            source=source, index=i, field="type")
         bad = sorted(set(raw) - _LAYER_FIELDS)
         if bad:
             raise SpecError(f"unknown keys {bad}; expected some of {sorted(_LAYER_FIELDS)}",
                             source=source, index=i)
+        ignored = sorted(set(raw) - KIND_FIELDS[kind])
+        if ignored:
+            raise SpecError(f"a '{kind}' layer does not use {ignored}; it takes "
+                            f"{sorted(KIND_FIELDS[kind])}", source=source, index=i, field=ignored[0])
         for req in ("in_channels", "out_channels"):
             if req not in raw:
                 raise SpecError("missing", source=source, index=i, field=req)
@@ -341,7 +387,11 @@ def _plain_number(x: float):
     return int(x) if float(x) == int(x) else float(x)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _check_int(v, name, source, minimum=None, index=None):
-    if not isinstance(v, int) or isinstance(v, bool) or (minimum is not None and v < minimum):
+    if not _is_int(v) or (minimum is not None and v < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
         raise SpecError(f"expected an integer{bound}, got {v!r}", source=source, index=index, field=name)
