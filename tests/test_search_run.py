@@ -332,3 +332,52 @@ def test_training_search_on_ray_exports_a_winner_that_reproduces_its_top1(pool_l
     assert len(est) == 2 and all(c.latency_kind == "estimated" for c in est)
     assert sorted(c.latency_ms for c in est) == pytest.approx(sorted(r["latency_ms"] for r in recs))
     assert main(["search", "export", out, "--device", "gv100"]) == 1  # published figures are not overwritten
+
+
+class _Preempted(BaseException):
+    """Stands in for a worker killed mid-training (not an Exception: the evaluator must not catch it)."""
+
+
+def test_train_evaluator_resumes_from_the_engine_checkpoint_and_reports_nan_as_failure(pool, digits, tmp_path):
+    import torch
+
+    from gpunet.search.evaluators import TrainEvaluator
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a 1-CPU trial would; the machine is shared
+    try:
+        _check_train_evaluator(pool, digits, tmp_path, TrainEvaluator)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_train_evaluator(pool, digits, tmp_path, TrainEvaluator):
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("batch_size: 16\nworkers: 0\naa: ''\nhflip: 0.0\nreprob: 0.0\ncolor_jitter: 0.0\n"
+                   "scale: [0.6, 1.0]\nlr: 0.003\nrecipe: finetune\nmodel_ema: false\n")
+    with np.load(pool) as z:
+        space_json, vector = str(z["space_json"]), [int(a) for a in z["vectors"][0]]
+    ev = TrainEvaluator(str(digits), epochs=2, space_json=space_json, img_size=32, train_config=str(cfg))
+    work = tmp_path / "trial"
+    reported = []
+
+    def preempt_in_epoch_2(metrics, ckpt_dir):
+        reported.append((metrics["epoch"], sorted(os.listdir(ckpt_dir)) if ckpt_dir else None))
+        if metrics["epoch"] == 2:  # what the engine keeps: a copy of epoch 1's last.pth.tar
+            shutil.copytree(ckpt_dir, tmp_path / "engine_ckpt")
+            raise _Preempted()
+
+    with pytest.raises(_Preempted):
+        ev.evaluate(vector, str(work), preempt_in_epoch_2)
+    assert reported == [(1, None), (2, ["last.pth.tar"])]
+    assert int(Path(work, "worker.pid").read_text()) == os.getpid()
+    shutil.rmtree(work)  # a new node without the old trial folder: only the engine's checkpoint is left
+    out = ev.evaluate(vector, str(work), lambda m, c: None, str(tmp_path / "engine_ckpt"))
+    assert out["resumed_from"] == 1 and out["epochs"] == 2 and out["value"] is not None
+    assert os.path.exists(out["checkpoint"]) and out["img_size"] == 32 and out["num_classes"] == 10
+
+    cfg.write_text(cfg.read_text().replace("lr: 0.003", "lr: .inf\nopt: sgd\nwarmup_epochs: 0"))
+    # an infinite step: the second update's loss is NaN
+    bad = TrainEvaluator(str(digits), epochs=1, space_json=space_json, img_size=32, train_config=str(cfg))
+    res = bad.evaluate(vector, str(tmp_path / "nan"), lambda m, c: None)
+    assert res["value"] is None and "training loss is" in res["error"]
