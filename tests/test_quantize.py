@@ -25,12 +25,7 @@ from gpunet.cli import main  # noqa: E402
 from gpunet.export.quantize import AccuracyDropError, quantize  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -66,13 +66,7 @@ def tiny_digits(tmp_path_factory):
     return make_digits(tmp_path_factory.mktemp("tiny_digits"), n_train=8, n_val=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Same thread count in-process and in subprocesses: identical float results, no oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env():

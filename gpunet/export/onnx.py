@@ -134,11 +134,15 @@ def resolve_model_input(model_or_name: Union[str, nn.Module], batch_size: int = 
 
 
 @contextlib.contextmanager
-def _quiet_exporter():
-    """The exporter logs progress with print/warnings; library code stays silent."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+def quiet(loggers=("torch.onnx", "torch.export", "onnxscript"), stderr: bool = False):
+    """Exporters and quantizers log progress with print/warnings/loggers; library code stays silent."""
+    loggers = [logging.getLogger(n) for n in loggers]
     levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        if stderr:
+            stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
         warnings.simplefilter("ignore")
         for lg in loggers:
             lg.setLevel(logging.ERROR)
@@ -175,7 +179,7 @@ def export_onnx_proto(model: nn.Module, input_shape: Sequence[int], dynamic_batc
     # torch.export specialises a batch of 1 even with a Dim; trace at 2 so the axis stays symbolic.
     if dynamic_batch and x.shape[0] == 1:
         x = torch.randn(2, *input_shape[1:], dtype=dtype)
-    with _quiet_exporter():
+    with quiet():
         try:
             program = torch.onnx.export(
                 _InputNamed(model), (x,), dynamo=True, external_data=False, optimize=True,

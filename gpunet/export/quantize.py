@@ -15,9 +15,7 @@ the same images; a top-1 drop above ``max_drop`` raises and nothing is written.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import logging
 import os
 import time
@@ -29,7 +27,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
-from .onnx import check_onnx, export_onnx_proto, require, resolve_model_input
+from .onnx import check_onnx, export_onnx_proto, quiet, require, resolve_model_input
 from ..errors import GPUNetError
 
 __all__ = ["quantize", "quantize_proto", "QuantizeReport", "QuantizationError", "AccuracyDropError",
@@ -221,25 +219,6 @@ def random_calibration(shape: Sequence[int], n: int = 8, seed: int = 0) -> List[
 
 # ----------------------------------------------------------------------------------------- NNCF
 
-@contextlib.contextmanager
-def _quiet_nncf():
-    """NNCF logs and draws progress bars; library code stays silent."""
-    loggers = [logging.getLogger(n) for n in ("nncf",)]
-    levels = [lg.level for lg in loggers]
-    import warnings
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
-
-
 def _signed_activations(proto) -> int:
     """Rewrite uint8 (zero point 0) quantizers as int8 covering the same range; returns how many."""
     from onnx import TensorProto, numpy_helper
@@ -288,7 +267,7 @@ def quantize_proto(proto, samples: Iterable[np.ndarray], subset_size: int, signe
     name = proto.graph.input[0].name
     dataset = nncf.Dataset(samples, lambda x: {name: x})
     params = AdvancedQuantizationParameters(activations_quantization_params=QuantizationParameters(per_channel=False))
-    with _quiet_nncf():
+    with quiet(("nncf",), stderr=True):
         try:
             q = nncf.quantize(proto, dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
                               target_device=nncf.TargetDevice.ANY, subset_size=subset_size,
