@@ -30,6 +30,9 @@ _LAZY = {
     # section 3.3: ask/tell search algorithms (scikit-learn / optuna load on first use)
     "LaMCTS": ".algorithms", "TPESearch": ".algorithms", "RandomSearch": ".algorithms",
     "SearchAlgorithm": ".algorithms", "SearchError": ".algorithms", "SearchExhausted": ".algorithms",
+    # distributed runs (Ray loads only inside run_search with engine="ray")
+    "SearchSettings": ".runner", "run_search": ".runner", "search_status": ".runner", "SearchRunError": ".runner",
+    "Journal": ".journal", "export_winners": ".export_winners",
 }
 
 __all__ = ["ACT_CODES", "Gene", "SearchSpace", "SearchSpaceError", "StageSpace", "LatencyGroup", "stratify",
