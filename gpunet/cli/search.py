@@ -154,11 +154,21 @@ def _validate(args) -> int:
             ["mean |error|, calibrated (LOO)", f"{report.mean_abs_error_calibrated:.1%}"],
             ["within ±10%, calibrated (LOO)", f"{report.within_10pct_calibrated:.0%}"],
             ["within ±10%, calibrated (in sample)", f"{report.within_10pct_in_sample:.0%}"],
+            ["within ±10%, 3-term calibration (LOO)", f"{report.within_10pct_three_term:.0%}"],
             ["calibration", ", ".join(f"{k}={v:.4g}" for k, v in report.calibration.items())],
-            ["blocks measured now", report.blocks_measured], ["seconds", f"{report.seconds:.0f}"]]
+            ["blocks measured now", report.blocks_measured], ["seconds", f"{report.seconds:.0f}"],
+            ["load average (start, networks, end)", ", ".join(f"{x:.2f}" for x in report.load_avg)],
+            ["spread of timed runs (p90/median-1)", f"{report.run_spread:.1%}"],
+            ["machine", "BUSY: " + "; ".join(report.warnings) if report.busy else "quiet"]]
+    if report.within_10pct_stored is not None:
+        rows.insert(8, ["within ±10%, table's earlier calibration (held out)",
+                        f"{report.within_10pct_stored:.0%} (mean |error| {report.mean_abs_error_stored:.1%})"])
     if report.plot:
         rows.append(["plot", report.plot])
     print(format_table(rows, ["metric", "value"], align="ll"))
+    if report.busy:
+        print("warning: the machine was busy while measuring; figures above are not trustworthy "
+              "(rerun on a quiet machine)", file=sys.stderr)
     return 0
 
 

@@ -99,15 +99,24 @@ class BlockKey:
 
 def spec_blocks(spec: NetworkSpec, batch: int = 1, precision: str = "fp32",
                 resolution: Optional[int] = None) -> List[BlockKey]:
-    """One key per layer of a network (repeated blocks repeat), in network order."""
-    if spec.tail.pre_logits_channels:
-        raise ValueError(f"spec {spec.name or ''}: tails with pre_logits_channels (distill family) have no "
-                         f"lookup-table block; the table covers head/conv/fused_irb/irb and the plain tail")
+    """One key per layer of a network (repeated blocks repeat), in network order.
+
+    The distill family's tail (head conv, pool, 1x1 ``conv_pre_logits`` + ReLU, classifier) is
+    priced as two plain-tail keys: the head conv and pool without a classifier (``classes=0``),
+    then a tail at 1x1 from the pooled width to ``pre_logits_channels`` with the classifier (its
+    BatchNorm folds into the conv in every runtime, so it times as the bare 1x1 conv does).
+    """
     res = resolution or spec.resolution
     sizes = [res] + spec.spatial_sizes(res)  # input of the stem, of each body block, of the tail
-    return [BlockKey.from_layer(layer, spec.family, sizes[i], batch=batch, precision=precision,
-                                num_classes=spec.num_classes)
+    keys = [BlockKey.from_layer(layer, spec.family, sizes[i], batch=batch, precision=precision,
+                                num_classes=0 if layer.kind == "tail" and layer.pre_logits_channels
+                                else spec.num_classes)
             for i, layer in enumerate(spec.layers)]
+    tail = spec.tail
+    if tail.pre_logits_channels:
+        keys.append(BlockKey("tail", spec.family, tail.out_channels, int(tail.pre_logits_channels), 1, 1, 1.0, False,
+                             "relu", 1, 1, batch, precision, spec.num_classes))
+    return keys
 
 
 def network_blocks(space, vectors, batch: int = 1, precision: str = "fp32") -> List[BlockKey]:

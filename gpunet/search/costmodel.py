@@ -16,7 +16,7 @@ import numpy as np
 
 from ..spec import LAYER_KINDS
 
-__all__ = ["RooflineModel", "block_ops"]
+__all__ = ["RooflineModel", "block_ops", "block_weight_bytes"]
 
 _KIND_CODES = LAYER_KINDS  # block codes store indices into gpunet.spec's one table of kinds
 
@@ -78,6 +78,33 @@ def block_ops(f: Dict[str, np.ndarray], bytes_per_value: int = 4) -> Tuple[np.nd
     add((np.where(tail, b * h * h * cout + 2 * b * cout * classes, 0),
          np.where(tail, nbytes * (b * h * h * cout + cout * classes), 0), tail.astype(np.float64) * 2))
     return flops, mem, ops
+
+
+def block_weight_bytes(f: Dict[str, np.ndarray], bytes_per_value: int = 4) -> np.ndarray:
+    """Bytes of weights per block (convolutions, SE, classifier; BatchNorm folds into the convs).
+
+    ``f`` as for :func:`block_ops`, plus ``classes`` (tail) and ``distill`` (the family's exact
+    IRB mid width).
+
+    A block timed alone re-reads its weights from a warm cache on every run; inside a network
+    they were evicted by the other blocks' weights since the previous image, so the table sum
+    misses a cost that grows with the network's weight bytes (see :class:`~.estimate.Calibration`).
+    """
+    kind = np.asarray(f["kind"])
+    cin, cout, k = (np.asarray(f[n], dtype=np.float64) for n in ("cin", "cout", "k"))
+    e, se = np.asarray(f["e"], dtype=np.float64), np.asarray(f["se"], dtype=np.float64)
+    classes = np.asarray(f.get("classes", 1000), dtype=np.float64)
+    mid = _make_divisible8(cin * e)
+    head, conv, fused, irb, tail = (kind == 0) | (kind == 1), kind == 2, kind == 3, kind == 4, kind == 5
+    if f.get("distill", False):  # the distill family's IRB expands to exactly int(in * e)
+        mid = np.where(irb, np.floor(cin * e), mid)
+    w = np.where(head, 9 * cin * cout + np.where(kind == 1, 18 * cout * cout, 0), 0.0)
+    w = w + np.where(conv, k * k * cin * cout, 0)
+    w = w + np.where(fused, k * k * cin * mid + mid * cout, 0)
+    w = w + np.where(irb, cin * mid + k * k * mid + mid * cout, 0)
+    w = w + np.where((fused | irb) & (se > 0), 2 * mid * np.maximum(1, np.rint(mid * 0.25 / np.maximum(e, 1e-9))), 0)
+    w = w + np.where(tail, cin * cout + cout * classes, 0)
+    return w * float(bytes_per_value)
 
 
 @dataclass

@@ -16,58 +16,75 @@ import numpy as np
 
 from .codes import (_LAYOUT, BlockKey, BlockSlot, _unpack_fields, block_slots, check_space_fits,  # noqa: F401
                     pack_codes, unpack_codes)
-from .costmodel import RooflineModel
+from .costmodel import RooflineModel, block_weight_bytes
 from .lut import LatencyTable, LUTError
+from ..spec import LAYER_KINDS
 from .space import SearchSpace
 
 __all__ = ["BlockSlot", "block_slots", "pack_codes", "unpack_codes", "Calibration", "LatencyEstimator",
-           "EstimateResult", "estimate_latency", "estimate_spec"]
+           "EstimateResult", "estimate_latency", "estimate_spec", "spec_weight_mb"]
 
 _CHUNK = 1 << 18
 
 
 @dataclass
 class Calibration:
-    """``end_to_end ~= scale * table_sum + per_block_ms * n_blocks + offset_ms`` for one device.
+    """``end_to_end ~= scale * table_sum + per_block_ms * n_blocks + per_weight_mb * weight_mb + offset_ms``.
 
     The per-block term absorbs what every standalone block measurement pays and a whole network
-    does not (runtime call overhead, fusion across block boundaries).
+    does not (runtime call overhead, layout reorders at the block's edges). The weight term is
+    what a block timed alone does not pay: its weights stay in cache between timed runs, while
+    inside a network the other blocks' weights evict them, so each image re-reads the network's
+    weights from further away (``weight_mb``: the network's weight megabytes, see
+    :func:`~gpunet.search.costmodel.block_weight_bytes`). ``per_weight_mb=0`` is the older
+    three-term form; :meth:`fit` with ``weight_mb`` fits all four.
     """
 
     scale: float = 1.0
     per_block_ms: float = 0.0
     offset_ms: float = 0.0
     n: int = 0
+    per_weight_mb: float = 0.0
 
-    def apply(self, table_sum_ms, n_blocks) -> np.ndarray:
-        return self.scale * np.asarray(table_sum_ms) + self.per_block_ms * np.asarray(n_blocks) + self.offset_ms
+    def apply(self, table_sum_ms, n_blocks, weight_mb=0.0) -> np.ndarray:
+        return (self.scale * np.asarray(table_sum_ms) + self.per_block_ms * np.asarray(n_blocks)
+                + self.per_weight_mb * np.asarray(weight_mb) + self.offset_ms)
 
     @classmethod
-    def fit(cls, table_sum_ms, n_blocks, measured_ms) -> "Calibration":
+    def fit(cls, table_sum_ms, n_blocks, measured_ms, weight_mb=None) -> "Calibration":
         """Least squares on relative error (so small and large networks weigh alike)."""
         x = np.asarray(table_sum_ms, dtype=np.float64)
         nb = np.asarray(n_blocks, dtype=np.float64)
         y = np.asarray(measured_ms, dtype=np.float64)
         ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
-        if ok.sum() < 3:
-            raise ValueError(f"calibration needs at least 3 networks with measured and table latencies, "
+        cols = [x, nb]
+        if weight_mb is not None:
+            wm = np.asarray(weight_mb, dtype=np.float64)
+            ok &= np.isfinite(wm)
+            cols.append(wm)
+        need = len(cols) + 1
+        if ok.sum() < need:
+            raise ValueError(f"calibration needs at least {need} networks with measured and table latencies, "
                              f"got {int(ok.sum())}")
-        a = np.stack([x[ok], nb[ok], np.ones(int(ok.sum()))], axis=1) / y[ok, None]
+        a = np.stack([c[ok] for c in cols] + [np.ones(int(ok.sum()))], axis=1) / y[ok, None]
         coef, *_ = np.linalg.lstsq(a, np.ones(int(ok.sum())), rcond=None)
-        return cls(float(coef[0]), float(coef[1]), float(coef[2]), int(ok.sum()))
+        return cls(float(coef[0]), float(coef[1]), float(coef[-1]), int(ok.sum()),
+                   float(coef[2]) if weight_mb is not None else 0.0)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"scale": self.scale, "per_block_ms": self.per_block_ms, "offset_ms": self.offset_ms, "n": self.n}
+        return {"scale": self.scale, "per_block_ms": self.per_block_ms, "per_weight_mb": self.per_weight_mb,
+                "offset_ms": self.offset_ms, "n": self.n}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Calibration":
-        return cls(float(d["scale"]), float(d["per_block_ms"]), float(d["offset_ms"]), int(d.get("n", 0)))
+        return cls(float(d["scale"]), float(d["per_block_ms"]), float(d["offset_ms"]), int(d.get("n", 0)),
+                   float(d.get("per_weight_mb", 0.0)))
 
 
 @dataclass
 class EstimateResult:
     """Per network: ``latency_ms`` (calibrated when a calibration is used), the raw table sum,
-    the block count, ``estimated`` (some block came from the cost model, not a measurement) and
+    the block count, the weight megabytes, ``estimated (some block came from the cost model, not a measurement) and
     ``missing`` (some block had no latency at all: ``latency_ms`` is NaN)."""
 
     latency_ms: np.ndarray
@@ -76,6 +93,7 @@ class EstimateResult:
     estimated: np.ndarray
     missing: np.ndarray
     calibrated: bool
+    weight_mb: Optional[np.ndarray] = None
 
 
 class LatencyEstimator:
@@ -134,7 +152,7 @@ class LatencyEstimator:
         f = _unpack_fields(codes)
         return {"kind": f["kind"], "cin": f["cin"], "cout": f["cout"], "k": f["k"], "stride": f["stride"],
                 "e": f["e100"] / 100.0, "se": f["se"], "h": f["h"], "batch": self.batch,
-                "classes": self.space.num_classes}
+                "classes": self.space.num_classes, "distill": self.space.family == "distill"}
 
     def lookup_codes(self, codes: np.ndarray):
         """Latency per code (NaN where missing) and a found mask."""
@@ -158,10 +176,10 @@ class LatencyEstimator:
         n = len(arr)
         parts = [self._estimate_chunk(arr[i:i + _CHUNK]) for i in range(0, n, _CHUNK)] or \
             [self._estimate_chunk(arr[:0])]
-        total, nblocks, estimated, missing = (np.concatenate([p[j] for p in parts]) for j in range(4))
+        total, nblocks, estimated, missing, weight_mb = (np.concatenate([p[j] for p in parts]) for j in range(5))
         use_cal = calibrate and self.calibration is not None
-        latency = self.calibration.apply(total, nblocks) if use_cal else total.copy()
-        return EstimateResult(latency, total, nblocks, estimated, missing, use_cal)
+        latency = self.calibration.apply(total, nblocks, weight_mb) if use_cal else total.copy()
+        return EstimateResult(latency, total, nblocks, estimated, missing, use_cal, weight_mb)
 
     def _estimate_chunk(self, arr: np.ndarray):
         n = len(arr)
@@ -169,9 +187,11 @@ class LatencyEstimator:
         nblocks = np.zeros(n, dtype=np.int64)
         estimated = np.zeros(n, dtype=bool)
         missing = np.zeros(n, dtype=bool)
+        weight_mb = np.zeros(n)
         for slot in block_slots(self.space, arr):
             ms, found = self.lookup_codes(slot.codes)
             used = slot.counts > 0
+            weight_mb += block_weight_bytes(self._fields(slot.codes)) * 1e-6 * slot.counts
             gap = used & ~found
             if gap.any():
                 if self.fill == "error":
@@ -190,7 +210,7 @@ class LatencyEstimator:
             total += np.where(used, np.nan_to_num(ms, nan=0.0) * slot.counts, 0.0)
             nblocks += slot.counts
         total[missing] = np.nan
-        return total, nblocks, estimated, missing
+        return total, nblocks, estimated, missing, weight_mb
 
 
 def estimate_latency(vectors, table: Union[LatencyTable, str], space: Optional[SearchSpace] = None,
@@ -201,9 +221,27 @@ def estimate_latency(vectors, table: Union[LatencyTable, str], space: Optional[S
         vectors, calibrate=calibrate)
 
 
+def spec_weight_mb(keys: List[BlockKey]) -> float:
+    """Weight megabytes of a network given as its block keys (the calibration's weight term)."""
+    if not keys:
+        return 0.0
+    f = {"kind": np.array([LAYER_KINDS.index(k.kind) for k in keys]),
+         **{n: np.array([getattr(k, a) for k in keys], dtype=np.float64) for n, a in
+            (("cin", "in_channels"), ("cout", "out_channels"), ("k", "kernel_size"), ("e", "expansion"),
+             ("se", "se"), ("classes", "classes"))}, "distill": keys[0].family == "distill"}
+    return float(np.sum(block_weight_bytes(f)) * 1e-6)
+
+
 def estimate_spec(spec, table: LatencyTable, batch: int = 1, precision: str = "fp32",
-                  statistic: str = "median") -> float:
-    """Table sum for any :class:`~gpunet.spec.NetworkSpec` (hub models too); NaN if a block is missing."""
+                  statistic: str = "median", calibrate: bool = False) -> float:
+    """Latency of any :class:`~gpunet.spec.NetworkSpec` (hub models, distill tails included):
+    the table sum, or with ``calibrate=True`` the table's calibration for ``statistic`` applied
+    (the plain sum when the table has none). NaN if a block is missing."""
     from .codes import spec_blocks
 
-    return float(np.sum(table.lookup(spec_blocks(spec, batch, precision), statistic)))
+    keys = spec_blocks(spec, batch, precision)
+    total = float(np.sum(table.lookup(keys, statistic)))
+    cal = table.get_meta("calibration") if calibrate else None
+    if cal and cal.get("statistic", "median") == statistic:
+        return float(Calibration.from_dict(cal).apply(total, len(keys), spec_weight_mb(keys)))
+    return total

@@ -3,12 +3,19 @@
 Samples networks from a space, fills the table with the blocks they need, measures each
 network end to end with the same harness, backend and thread count, and compares: Spearman
 rank correlation, mean error of the raw table sum, and the share within +-10 % after a
-per-device :class:`~gpunet.search.estimate.Calibration`. The share is computed leave-one-out
-(each network's calibrated estimate comes from a calibration fitted without it), so it is
-what a new network can expect; the calibration fitted on all networks is saved in the table.
+per-device :class:`~gpunet.search.estimate.Calibration` (table sum, block count, weight
+megabytes, offset). The share is computed leave-one-out (each network's calibrated estimate
+comes from a calibration fitted without it), so it is what a new network can expect; the
+calibration fitted on all networks is saved in the table. A calibration already in the table
+(fitted on other networks, e.g. another seed) is also scored on these networks: a held-out check.
+
+Timings from a busy machine are not silently mixed in: the load average is sampled while
+blocks and networks are measured and the spread of each network's timed runs is kept; the
+report (and the saved calibration) carry ``busy`` and the reasons.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -45,18 +52,59 @@ class ValidationReport:
     calibrated_ms: List[float] = field(default_factory=list)
     n_blocks: List[int] = field(default_factory=list)
     resolutions: List[int] = field(default_factory=list)
+    weight_mb: List[float] = field(default_factory=list)
+    within_10pct_three_term: float = float("nan")  # LOO, the older calibration without the weight term
+    within_10pct_stored: Optional[float] = None  # the table's earlier calibration on these networks
+    mean_abs_error_stored: Optional[float] = None
+    measured_median_ms: List[float] = field(default_factory=list)  # both statistics of the default harness
+    measured_min_ms: List[float] = field(default_factory=list)
+    load_avg: List[float] = field(default_factory=list)  # 1-min load: before blocks, before networks, after
+    run_spread: float = float("nan")  # median over networks of p90 / median - 1 of their timed runs
+    busy: bool = False
+    warnings: List[str] = field(default_factory=list)
     plot: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
-def _loo_calibrated(sums: np.ndarray, nblocks: np.ndarray, measured: np.ndarray) -> np.ndarray:
+def _loo_calibrated(sums: np.ndarray, nblocks: np.ndarray, measured: np.ndarray,
+                    weight_mb: Optional[np.ndarray] = None) -> np.ndarray:
     out = np.empty_like(measured)
     idx = np.arange(len(measured))
     for i in idx:
-        cal = Calibration.fit(sums[idx != i], nblocks[idx != i], measured[idx != i])
-        out[i] = cal.apply(sums[i], nblocks[i])
+        keep = idx != i
+        cal = Calibration.fit(sums[keep], nblocks[keep], measured[keep],
+                              None if weight_mb is None else weight_mb[keep])
+        out[i] = cal.apply(sums[i], nblocks[i], 0.0 if weight_mb is None else weight_mb[i])
+    return out
+
+
+MIN_NETWORKS_WEIGHT_TERM = 6
+
+#: a machine counts as busy when the 1-minute load exceeds the measuring threads by this much
+#: (other processes share the cores), or when a network's timed runs spread this much
+BUSY_LOAD_MARGIN = 0.6
+BUSY_SPREAD = 0.15
+
+
+def _load1() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def busy_reasons(load_avg: List[float], spread: float, threads: Optional[int]) -> List[str]:
+    """Why the timings of a run cannot be trusted (empty when the machine looked quiet)."""
+    out = []
+    limit = (threads or os.cpu_count() or 1) + BUSY_LOAD_MARGIN
+    loads = [x for x in load_avg if np.isfinite(x)]
+    if loads and max(loads) > limit:
+        out.append(f"load average reached {max(loads):.2f} (> {limit:.1f} for {threads or 'all'} measuring "
+                   f"thread(s)): other processes shared the cores")
+    if np.isfinite(spread) and spread > BUSY_SPREAD:
+        out.append(f"timed runs spread {spread:.0%} (p90 / median - 1, median over networks; > {BUSY_SPREAD:.0%})")
     return out
 
 
@@ -75,6 +123,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     space = space or SearchSpace.small()
     vectors = space.sample(n, seed=seed)
     measured_blocks = 0
+    load_avg = [_load1()]
     if build_missing:
         counts = build_lut(lut_path, network_blocks(space, vectors), backend, iters=iters, warmup=warmup,
                            threads=threads, progress=progress, refresh=refresh_blocks)
@@ -82,31 +131,46 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     with LatencyTable(lut_path, backend=backend, fingerprint=device_fingerprint(backend)) as table:
         threads = table.get_meta("threads", threads)
         est = LatencyEstimator(table, space, fill="error", calibration=False, statistic=statistic).estimate(vectors)
+        stored = table.get_meta("calibration")
+        stored = Calibration.from_dict(stored) if stored and stored.get("statistic", "median") == statistic \
+            else None
+        spreads, both = [], []
 
         if measure_network is None:
             def measure_network(spec):
                 result = benchmark(build_model(spec), backend=backend, input_shape=(1, 3, spec.resolution,
                                                                                     spec.resolution),
                                    iters=iters, warmup=warmup, threads=threads)
+                spreads.append(result.p90_ms / result.median_ms - 1.0)
+                both.append((result.median_ms, result.min_ms))
                 return result.min_ms if statistic == "min" else result.median_ms
 
         from tqdm.auto import tqdm
 
+        load_avg.append(_load1())
         measured = np.array([measure_network(space.decode(v)) for v in
                              tqdm(vectors, desc="end-to-end", unit="net", disable=(not progress)
                                   if progress is not None else None)])
-        sums, nblocks = est.table_sum_ms, est.n_blocks.astype(np.float64)
-        calibration = Calibration.fit(sums, nblocks, measured)
-        loo = _loo_calibrated(sums, nblocks, measured)
+        load_avg.append(_load1())
+        spread = float(np.median(spreads)) if spreads else float("nan")
+        reasons = busy_reasons(load_avg, spread, threads)
+        sums, nblocks, weight_mb = est.table_sum_ms, est.n_blocks.astype(np.float64), est.weight_mb
+        # the weight term only once leave-one-out leaves enough networks to fit four terms
+        wmb = weight_mb if n >= MIN_NETWORKS_WEIGHT_TERM else None
+        calibration = Calibration.fit(sums, nblocks, measured, wmb)
+        loo = _loo_calibrated(sums, nblocks, measured, wmb)
+        loo3 = _loo_calibrated(sums, nblocks, measured)
         if save_calibration:
             table.set_meta("calibration", {**calibration.to_dict(), "space": space.name, "statistic": statistic,
-                                           "fitted_at": time.time()})
+                                           "seed": seed, "fitted_at": time.time(), "busy": bool(reasons),
+                                           "warnings": reasons, "load_avg": load_avg})
         device_id = table.device_id
 
     from scipy.stats import spearmanr
 
     rel_loo = (loo - measured) / measured
-    rel_in = (calibration.apply(sums, nblocks) - measured) / measured
+    rel_in = (calibration.apply(sums, nblocks, weight_mb) - measured) / measured
+    rel_stored = None if stored is None else (stored.apply(sums, nblocks, weight_mb) - measured) / measured
     report = ValidationReport(
         lut=lut_path, backend=backend, device_id=device_id, space=space.name, n=n, seed=seed, statistic=statistic,
         spearman_table_sum=float(spearmanr(sums, measured)[0]),
@@ -117,7 +181,12 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         within_10pct_in_sample=float(np.mean(np.abs(rel_in) <= 0.10)),
         calibration=calibration.to_dict(), blocks_measured=measured_blocks, seconds=time.time() - start,
         measured_ms=measured.tolist(), table_sum_ms=sums.tolist(), calibrated_ms=loo.tolist(),
-        n_blocks=est.n_blocks.tolist(), resolutions=space.resolution(vectors).tolist())
+        n_blocks=est.n_blocks.tolist(), resolutions=space.resolution(vectors).tolist(),
+        weight_mb=weight_mb.tolist(), within_10pct_three_term=float(np.mean(np.abs((loo3 - measured) / measured) <= 0.10)),
+        within_10pct_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored) <= 0.10)),
+        mean_abs_error_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored))),
+        measured_median_ms=[b[0] for b in both], measured_min_ms=[b[1] for b in both],
+        load_avg=load_avg, run_spread=spread, busy=bool(reasons), warnings=reasons)
     if plot:
         plot_validation(report, plot)
         report.plot = plot
