@@ -121,6 +121,19 @@ def test_interrupted_fill_resumes_and_releases_claims(tmp_path):
         assert t.fill([dead], lambda k: {"median_ms": 2.0}, progress=False)["measured"] == 1
 
 
+def test_a_table_another_process_is_still_creating_is_finished_not_refused(tmp_path):
+    """A creator's WAL header lands before its schema: a second creator then sees a table-less SQLite file."""
+    path = tmp_path / "racing.db"
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode = WAL")  # what the first process has written so far
+    con.close()
+    assert path.stat().st_size > 0
+    with pytest.raises(LUTError, match="not a gpunet latency table"):
+        LatencyTable(str(path))  # a reader still refuses it
+    with LatencyTable(str(path), backend="onnxruntime", fingerprint=FAKE_FP, create=True) as t:
+        assert len(t) == 0 and t.backend == "onnxruntime"
+
+
 def test_corrupt_foreign_and_wrong_device_files_fail_clearly(tmp_path):
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not sqlite at all" * 100)

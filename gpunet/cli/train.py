@@ -77,7 +77,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print the run summary as JSON (last line)")
 
 
-_NOT_CONFIG = {"command", "handler", "config", "json", "version"}
+_NOT_CONFIG = {"command", "handler", "config", "json", "version", "debug"}  # CLI-wide switches
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:

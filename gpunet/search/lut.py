@@ -150,11 +150,13 @@ class LatencyTable:
         try:
             self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
-            if exists:
-                self._check_file()
+            # A file without tables is one another process is creating right now (its WAL header
+            # lands before its schema): with create=True finish it; the schema is idempotent.
+            empty = exists and self._check_file(allow_empty=create and backend is not None
+                                                and fingerprint is not None)
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            if not exists:
+            if not exists or empty:
                 self._create(backend, fingerprint)
         except sqlite3.DatabaseError as e:
             with contextlib.suppress(Exception):
@@ -179,14 +181,18 @@ class LatencyTable:
                     "fingerprint": json.dumps(fingerprint, sort_keys=True), "created": str(time.time())}
             self._conn.executemany("INSERT OR IGNORE INTO meta(name, value) VALUES (?, ?)", list(meta.items()))
 
-    def _check_file(self) -> None:
+    def _check_file(self, allow_empty: bool = False) -> bool:
+        """Raise unless the file is a latency table; True for a table-less file when ``allow_empty``."""
         ok = self._conn.execute("PRAGMA quick_check").fetchone()[0]
         if ok != "ok":
             raise LUTError(f"latency table {self.path} is corrupt (SQLite quick_check: {ok})")
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if allow_empty and not tables:
+            return True
         if not {"meta", "blocks", "claims"} <= tables:
             raise LUTError(f"{self.path} is an SQLite file but not a gpunet latency table "
                            f"(tables {sorted(tables)}; expected meta, blocks, claims)")
+        return False
 
     def _read_meta(self) -> Dict[str, str]:
         meta = dict(self._conn.execute("SELECT name, value FROM meta").fetchall())
