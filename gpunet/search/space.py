@@ -23,8 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..blocks import conv_padding
-from ..spec import ACTIVATIONS, LayerSpec, NetworkSpec
+from ..spec import ACTIVATIONS, LayerSpec, NetworkSpec, conv_padding
 from ..errors import GPUNetError
 
 __all__ = ["StageSpace", "SearchSpace", "Gene", "ACT_CODES", "SPACE_FORMAT", "SearchSpaceError"]
