@@ -360,3 +360,55 @@ def test_thread_count_is_enforced_on_merge_and_put(tmp_path):
     assert c.merge(b) == 1 and c.get_meta("threads") == 2  # an unset count is taken from the merged table
     for t in (a, b, c):
         t.close()
+
+
+def test_every_hub_model_has_table_keys_and_weight_bytes_match_the_model():
+    """Every hub model (distill tails included) maps to keys whose modules chain shape-for-shape
+    into the network's output, and the keys' weight bytes are the model's conv / linear weights."""
+    import torch
+
+    from gpunet.hub import load_spec
+    from gpunet.model import build_model
+    from gpunet.registry import list_models
+    from gpunet.search.estimate import spec_weight_mb
+
+    names = list_models()
+    assert {"gpunet-d1", "gpunet-d2"} <= set(names)
+    for name in names:
+        spec = load_spec(name)
+        keys = spec_blocks(spec)
+        model = build_model(spec)
+        weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+        assert spec_weight_mb(keys) == pytest.approx(weights * 4e-6, rel=1e-9), name
+        if spec.tail.pre_logits_channels:
+            head_part, pre_logits = keys[-2:]
+            assert (head_part.kind, head_part.classes) == ("tail", 0)
+            assert (pre_logits.in_channels, pre_logits.out_channels, pre_logits.height, pre_logits.classes) == \
+                (spec.tail.out_channels, spec.tail.pre_logits_channels, 1, spec.num_classes)
+    # shapes chain through the distill tail's two keys (small input: the check is structural)
+    spec = load_spec("gpunet-d1")
+    keys = spec_blocks(spec, resolution=64)
+    x = torch.randn(keys[0].input_shape)
+    with torch.inference_mode():
+        for k in keys:
+            assert tuple(x.shape) == k.input_shape or (k.height == 1 and x.numel() == np.prod(k.input_shape)), k.key
+            x = k.build_module()(x.reshape(k.input_shape))
+    assert tuple(x.shape) == (1, spec.num_classes)
+
+
+def test_lut_build_and_estimate_for_a_distill_model(tmp_path, capsys):
+    from gpunet.hub import load_spec
+
+    lut = str(tmp_path / "t.db")
+    assert cli_main(["lut", "build", "--lut", lut, "--model", "gpunet-d1", "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    keys = spec_blocks(load_spec("gpunet-d1"))
+    assert out["blocks"] == len({k.key for k in keys}) and out["missing"] == out["blocks"]
+    with LatencyTable(lut, backend="onnxruntime", fingerprint=FAKE_FP, create=True) as t:
+        t.put_many((k, {"median_ms": _synthetic_value(k)}) for k in keys)
+        assert estimate_spec(load_spec("gpunet-d1"), t) == pytest.approx(sum(_synthetic_value(k) for k in keys))
+        t.set_meta("calibration", {**Calibration(2.0, 0.1, 0.5, 10, 0.25).to_dict(), "statistic": "median"})
+        from gpunet.search.estimate import spec_weight_mb
+
+        assert estimate_spec(load_spec("gpunet-d1"), t, calibrate=True) == pytest.approx(
+            2 * sum(_synthetic_value(k) for k in keys) + 0.1 * len(keys) + 0.25 * spec_weight_mb(keys) + 0.5)

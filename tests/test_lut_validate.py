@@ -11,6 +11,7 @@ import pytest
 from gpunet.cli import main as cli_main
 from gpunet.latency import device_fingerprint
 from gpunet.search import SearchSpace
+from gpunet.search.estimate import Calibration
 from gpunet.search.lut import LatencyTable, network_blocks, spec_blocks
 from gpunet.search.validate import plot_validation, validate_lut
 
@@ -37,12 +38,13 @@ def _hand_sum(spec):
 
 
 def test_report_recovers_a_known_calibration(tmp_path):
-    """Networks whose 'measured' latency is exactly 1.5 x table sum + 0.2 ms per block: the report
-    must find Spearman 1, the known table error, every calibrated estimate within 10 %."""
+    """Networks whose 'measured' latency is exactly 1.5 x table sum + 0.2 ms: the report must find
+    Spearman 1, the known table error, every calibrated estimate within 10 %; the older three-term
+    form finds a known per-block cost."""
     space = _tiny()
     n = 8
     _synthetic_lut(tmp_path / "t.db", space, space.sample(n, seed=3))
-    truth = lambda spec: 1.5 * _hand_sum(spec)[0] + 0.2 * _hand_sum(spec)[1]  # noqa: E731
+    truth = lambda spec: 1.5 * _hand_sum(spec)[0] + 0.2  # noqa: E731
     report = validate_lut(str(tmp_path / "t.db"), "torch", n=n, space=space, seed=3, build_missing=False,
                           measure_network=truth, progress=False)
     specs = [space.decode(v) for v in space.sample(n, seed=3)]
@@ -52,7 +54,11 @@ def test_report_recovers_a_known_calibration(tmp_path):
     expected_err = np.mean([(_hand_sum(s)[0] - truth(s)) / truth(s) for s in specs])
     assert report.mean_error_table_sum == pytest.approx(expected_err) and report.mean_error_table_sum < -0.3
     assert report.calibration["scale"] == pytest.approx(1.5, rel=1e-6)
-    assert report.calibration["per_block_ms"] == pytest.approx(0.2, rel=1e-5)
+    assert report.calibration["offset_ms"] == pytest.approx(0.2, rel=1e-5)
+    assert abs(report.calibration["per_weight_mb"]) < 1e-9
+    sums, nb = np.array(report.table_sum_ms), np.array(report.n_blocks)
+    three = Calibration.fit(sums, nb, 1.5 * sums + 0.2 * nb)
+    assert (three.scale, three.per_block_ms) == (pytest.approx(1.5, rel=1e-6), pytest.approx(0.2, rel=1e-5))
     assert report.within_10pct_calibrated == 1.0 and report.mean_abs_error_calibrated < 1e-6
     assert report.spearman_table_sum == pytest.approx(1.0)
     with LatencyTable(str(tmp_path / "t.db")) as t:
@@ -104,3 +110,43 @@ def test_validate_cli_end_to_end(tmp_path, capsys):
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "Spearman (table sum)" in out and re.search(r"blocks measured now\s+0\n", out)
+
+
+def test_weight_term_is_recovered_and_held_out_calibration_scored(tmp_path):
+    """'Measured' = 1.2 x sum + 0.5 ms per weight MB + 0.3 ms, the weight MB computed by hand from
+    each network's keys: the vectorised estimator must report the same weight MB, the fit must
+    find the terms, and a second seed scores the stored calibration (held out) as exact."""
+    from gpunet.search.estimate import spec_weight_mb
+
+    space = _tiny()
+    vectors = np.concatenate([space.sample(10, seed=s) for s in (3, 4)])
+    _synthetic_lut(tmp_path / "t.db", space, vectors)
+    wmb = lambda spec: spec_weight_mb(spec_blocks(spec))  # noqa: E731
+    truth = lambda spec: 1.2 * _hand_sum(spec)[0] + 0.5 * wmb(spec) + 0.3  # noqa: E731
+    first = validate_lut(str(tmp_path / "t.db"), "torch", n=10, space=space, seed=3, build_missing=False,
+                         measure_network=truth, progress=False)
+    specs = [space.decode(v) for v in space.sample(10, seed=3)]
+    np.testing.assert_allclose(first.weight_mb, [wmb(s) for s in specs], rtol=1e-9)
+    assert len(set(np.round(first.weight_mb, 6))) > 3  # the networks differ in weight bytes
+    assert first.calibration["per_weight_mb"] == pytest.approx(0.5, rel=1e-6)
+    assert first.calibration["scale"] == pytest.approx(1.2, rel=1e-6)
+    assert first.calibration["offset_ms"] == pytest.approx(0.3, rel=1e-5) and first.calibration["per_block_ms"] == 0
+    assert first.within_10pct_calibrated == 1.0 and first.within_10pct_stored is None
+    second = validate_lut(str(tmp_path / "t.db"), "torch", n=10, space=space, seed=4, build_missing=False,
+                          measure_network=truth, progress=False)
+    assert second.within_10pct_stored == 1.0 and second.mean_abs_error_stored < 1e-9
+    with LatencyTable(str(tmp_path / "t.db")) as t:
+        cal = t.get_meta("calibration")
+        assert cal["seed"] == 4 and cal["per_weight_mb"] == pytest.approx(0.5, rel=1e-6)
+        assert cal["busy"] is False and cal["warnings"] == [] and len(cal["load_avg"]) == 3
+
+
+def test_busy_machine_is_named_not_mixed_in():
+    from gpunet.search.validate import busy_reasons
+
+    assert busy_reasons([0.9, 1.1, 1.0], 0.03, threads=1) == []
+    loaded = busy_reasons([0.9, 3.2, 2.0], 0.03, threads=1)
+    assert len(loaded) == 1 and "load average reached 3.20" in loaded[0]
+    noisy = busy_reasons([1.0, 1.0, 1.0], 0.4, threads=1)
+    assert len(noisy) == 1 and "spread 40%" in noisy[0]
+    assert busy_reasons([float("nan")], float("nan"), threads=2) == []

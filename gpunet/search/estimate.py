@@ -37,7 +37,7 @@ class Calibration:
     inside a network the other blocks' weights evict them, so each image re-reads the network's
     weights from further away (``weight_mb``: the network's weight megabytes, see
     :func:`~gpunet.search.costmodel.block_weight_bytes`). ``per_weight_mb=0`` is the older
-    three-term form; :meth:`fit` with ``weight_mb`` fits all four.
+    three-term form; :meth:`fit` with ``weight_mb`` fits scale, weight and offset.
     """
 
     scale: float = 1.0
@@ -51,25 +51,33 @@ class Calibration:
                 + self.per_weight_mb * np.asarray(weight_mb) + self.offset_ms)
 
     @classmethod
-    def fit(cls, table_sum_ms, n_blocks, measured_ms, weight_mb=None) -> "Calibration":
-        """Least squares on relative error (so small and large networks weigh alike)."""
+    def fit(cls, table_sum_ms, n_blocks, measured_ms, weight_mb=None,
+            per_block: Optional[bool] = None) -> "Calibration":
+        """Least squares on relative error (so small and large networks weigh alike).
+
+        With ``weight_mb`` the terms are scale, weight and offset (``per_block`` off unless asked
+        for: on ONNX Runtime CPU it is nearly collinear with the others and made fits on 20
+        networks unstable across seeds); without it, the older scale, per-block and offset.
+        """
         x = np.asarray(table_sum_ms, dtype=np.float64)
         nb = np.asarray(n_blocks, dtype=np.float64)
         y = np.asarray(measured_ms, dtype=np.float64)
         ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
-        cols = [x, nb]
+        per_block = (weight_mb is None) if per_block is None else per_block
+        cols = {"scale": x}
+        if per_block:
+            cols["per_block_ms"] = nb
         if weight_mb is not None:
             wm = np.asarray(weight_mb, dtype=np.float64)
             ok &= np.isfinite(wm)
-            cols.append(wm)
-        need = len(cols) + 1
-        if ok.sum() < need:
-            raise ValueError(f"calibration needs at least {need} networks with measured and table latencies, "
+            cols["per_weight_mb"] = wm
+        cols["offset_ms"] = np.ones_like(x)
+        if ok.sum() < len(cols):
+            raise ValueError(f"calibration needs at least {len(cols)} networks with measured and table latencies, "
                              f"got {int(ok.sum())}")
-        a = np.stack([c[ok] for c in cols] + [np.ones(int(ok.sum()))], axis=1) / y[ok, None]
+        a = np.stack([c[ok] for c in cols.values()], axis=1) / y[ok, None]
         coef, *_ = np.linalg.lstsq(a, np.ones(int(ok.sum())), rcond=None)
-        return cls(float(coef[0]), float(coef[1]), float(coef[-1]), int(ok.sum()),
-                   float(coef[2]) if weight_mb is not None else 0.0)
+        return cls(n=int(ok.sum()), **{name: float(c) for name, c in zip(cols, coef)})
 
     def to_dict(self) -> Dict[str, Any]:
         return {"scale": self.scale, "per_block_ms": self.per_block_ms, "per_weight_mb": self.per_weight_mb,

@@ -3,7 +3,7 @@
 Samples networks from a space, fills the table with the blocks they need, measures each
 network end to end with the same harness, backend and thread count, and compares: Spearman
 rank correlation, mean error of the raw table sum, and the share within +-10 % after a
-per-device :class:`~gpunet.search.estimate.Calibration` (table sum, block count, weight
+per-device :class:`~gpunet.search.estimate.Calibration` (scale of the table sum, weight
 megabytes, offset). The share is computed leave-one-out (each network's calibrated estimate
 comes from a calibration fitted without it), so it is what a new network can expect; the
 calibration fitted on all networks is saved in the table. A calibration already in the table
@@ -80,7 +80,7 @@ def _loo_calibrated(sums: np.ndarray, nblocks: np.ndarray, measured: np.ndarray,
     return out
 
 
-MIN_NETWORKS_WEIGHT_TERM = 6
+MIN_NETWORKS_WEIGHT_TERM = 5
 
 #: a machine counts as busy when the 1-minute load exceeds the measuring threads by this much
 #: (other processes share the cores), or when a network's timed runs spread this much
