@@ -138,6 +138,10 @@ def test_weight_term_is_recovered_and_held_out_calibration_scored(tmp_path):
     with LatencyTable(str(tmp_path / "t.db")) as t:
         cal = t.get_meta("calibration")
         assert cal["seed"] == 4 and cal["per_weight_mb"] == pytest.approx(0.5, rel=1e-6)
+        assert cal["n"] == 20  # fitted on both seeds' networks, kept in the table
+        kept = t.get_meta("validation_networks")
+        assert len(kept) == 20 and {e["seed"] for e in kept} == {3, 4}
+        assert kept[0]["measured_ms"] == pytest.approx(truth(space.decode(np.array(kept[0]["vector"]))))
         assert cal["busy"] is False and cal["warnings"] == [] and len(cal["load_avg"]) == 3
 
 

@@ -6,8 +6,10 @@ rank correlation, mean error of the raw table sum, and the share within +-10 % a
 per-device :class:`~gpunet.search.estimate.Calibration` (scale of the table sum, weight
 megabytes, offset). The share is computed leave-one-out (each network's calibrated estimate
 comes from a calibration fitted without it), so it is what a new network can expect; the
-calibration fitted on all networks is saved in the table. A calibration already in the table
-(fitted on other networks, e.g. another seed) is also scored on these networks: a held-out check.
+calibration is fitted on these networks plus every network earlier validations measured with
+this table (kept in its meta as vector and latency; busy runs left out) and saved in the table.
+A calibration already in the table (fitted on other networks, e.g. another seed) is first scored
+on these networks: a held-out check.
 
 Timings from a busy machine are not silently mixed in: the load average is sampled while
 blocks and networks are measured and the spread of each network's timed runs is kept; the
@@ -69,15 +71,42 @@ class ValidationReport:
 
 
 def _loo_calibrated(sums: np.ndarray, nblocks: np.ndarray, measured: np.ndarray,
-                    weight_mb: Optional[np.ndarray] = None) -> np.ndarray:
+                    weight_mb: Optional[np.ndarray] = None, extra=None) -> np.ndarray:
+    """Each network's calibrated estimate from a fit without it (``extra``: (sums, nblocks,
+    measured, weight_mb) of earlier networks, always in the fit)."""
     out = np.empty_like(measured)
     idx = np.arange(len(measured))
     for i in idx:
         keep = idx != i
-        cal = Calibration.fit(sums[keep], nblocks[keep], measured[keep],
-                              None if weight_mb is None else weight_mb[keep])
+        parts = [sums[keep], nblocks[keep], measured[keep], weight_mb[keep] if weight_mb is not None else None]
+        if extra is not None:
+            parts = [np.concatenate([a, b]) if a is not None else None for a, b in zip(parts, extra)]
+        cal = Calibration.fit(*parts)
         out[i] = cal.apply(sums[i], nblocks[i], 0.0 if weight_mb is None else weight_mb[i])
     return out
+
+
+#: networks measured end to end are kept in the table (vector, latency) so each validation fits
+#: its calibration on every network measured with this table so far, not only on its own N
+MAX_KEPT_NETWORKS = 1000
+
+
+def _earlier_networks(table, space, statistic, current: np.ndarray):
+    """(entries, (sums, nblocks, measured, weight_mb)) of networks earlier validations measured
+    with this table on this space and statistic (not those measured now); None when there are none."""
+    kept = table.get_meta("validation_networks") or []
+    now = {tuple(int(x) for x in v) for v in current}
+    rows = [e for e in kept if e.get("space") == space.name and e.get("statistic") == statistic and not e.get("busy")
+            and len(e.get("vector", ())) == current.shape[1] and tuple(e["vector"]) not in now]
+    if not rows:
+        return kept, None
+    vecs = np.array([e["vector"] for e in rows], dtype=np.int64)
+    est = LatencyEstimator(table, space, fill="nan", calibration=False, statistic=statistic).estimate(vecs)
+    ok = ~est.missing
+    if not ok.any():
+        return kept, None
+    measured = np.array([e["measured_ms"] for e in rows], dtype=np.float64)
+    return kept, (est.table_sum_ms[ok], est.n_blocks[ok].astype(np.float64), measured[ok], est.weight_mb[ok])
 
 
 MIN_NETWORKS_WEIGHT_TERM = 5
@@ -156,11 +185,24 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         reasons = busy_reasons(load_avg, spread, threads)
         sums, nblocks, weight_mb = est.table_sum_ms, est.n_blocks.astype(np.float64), est.weight_mb
         # the weight term only once leave-one-out leaves enough networks to fit four terms
-        wmb = weight_mb if n >= MIN_NETWORKS_WEIGHT_TERM else None
-        calibration = Calibration.fit(sums, nblocks, measured, wmb)
-        loo = _loo_calibrated(sums, nblocks, measured, wmb)
+        kept, earlier = _earlier_networks(table, space, statistic, vectors)
+        n_fit = n + (0 if earlier is None else len(earlier[0]))
+        wmb = weight_mb if n_fit >= MIN_NETWORKS_WEIGHT_TERM else None
+        if wmb is None or earlier is None:
+            earlier = None
+        parts = [sums, nblocks, measured, wmb]
+        if earlier is not None:
+            parts = [np.concatenate([a, b]) for a, b in zip(parts, earlier)]
+        calibration = Calibration.fit(*parts)
+        loo = _loo_calibrated(sums, nblocks, measured, wmb, extra=earlier)
         loo3 = _loo_calibrated(sums, nblocks, measured)
         if save_calibration:
+            new = [{"vector": [int(x) for x in v], "measured_ms": float(m), "space": space.name,
+                    "statistic": statistic, "seed": seed, "busy": bool(reasons)} for v, m in zip(vectors, measured)]
+            now = {tuple(e["vector"]) for e in new}
+            kept = [e for e in kept if not (tuple(e.get("vector", ())) in now and e.get("space") == space.name
+                                            and e.get("statistic") == statistic)] + new
+            table.set_meta("validation_networks", kept[-MAX_KEPT_NETWORKS:])
             table.set_meta("calibration", {**calibration.to_dict(), "space": space.name, "statistic": statistic,
                                            "seed": seed, "fitted_at": time.time(), "busy": bool(reasons),
                                            "warnings": reasons, "load_avg": load_avg})
