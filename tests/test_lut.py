@@ -48,7 +48,9 @@ def test_real_tiny_build_with_onnxruntime(tmp_path):
     path = str(tmp_path / "ort.db")
     keys = _tiny_keys()
     counts = build_lut(path, keys[:2], "onnxruntime", iters=5, warmup=1, threads=1, progress=False)
-    assert counts == {"requested": 2, "measured": 2, "by_others": 0, "present": 0}
+    assert {k: counts[k] for k in ("requested", "measured", "by_others", "present")} == \
+        {"requested": 2, "measured": 2, "by_others": 0, "present": 0}
+    assert len(counts["load_avg"]) == 2 and isinstance(counts["busy"], bool)
     # incremental: only the new key is measured
     counts = build_lut(path, keys, "onnxruntime", iters=5, warmup=1, threads=1, progress=False)
     assert counts["measured"] == 1 and counts["present"] == 2
@@ -412,3 +414,21 @@ def test_lut_build_and_estimate_for_a_distill_model(tmp_path, capsys):
 
         assert estimate_spec(load_spec("gpunet-d1"), t, calibrate=True) == pytest.approx(
             2 * sum(_synthetic_value(k) for k in keys) + 0.1 * len(keys) + 0.25 * spec_weight_mb(keys) + 0.5)
+
+
+def test_build_on_a_busy_machine_is_noted_in_the_table(tmp_path, monkeypatch):
+    """The load average is read from the OS; here it is pinned to a busy value to check the
+    table records the warning (measurements themselves are real ONNX Runtime runs)."""
+    import gpunet.search.lut as lut_mod
+
+    monkeypatch.setattr(lut_mod, "load_average", lambda: 5.0)
+    counts = build_lut(str(tmp_path / "t.db"), _tiny_keys()[:1], "onnxruntime", iters=2, warmup=1, threads=1)
+    assert counts["busy"] and counts["load_avg"] == [5.0, 5.0]
+    with LatencyTable(str(tmp_path / "t.db")) as t:
+        (entry,) = t.get_meta("busy_builds")
+        assert entry["measured"] == 1 and entry["limit"] == pytest.approx(1.6)
+    monkeypatch.setattr(lut_mod, "load_average", lambda: 0.5)
+    quiet = build_lut(str(tmp_path / "t.db"), _tiny_keys()[1:2], "onnxruntime", iters=2, warmup=1, threads=1)
+    assert not quiet["busy"]
+    with LatencyTable(str(tmp_path / "t.db")) as t:
+        assert len(t.get_meta("busy_builds")) == 1

@@ -134,6 +134,10 @@ def _build(args) -> int:
     else:
         print(f"{args.lut}: measured {counts['measured']} blocks ({counts['by_others']} by other workers, "
               f"{len(unique) - len(missing)} already present); {counts['still_missing']} still missing")
+    if counts.get("busy"):
+        print(f"warning: load average reached {max(counts['load_avg']):.2f} while measuring: other processes "
+              f"shared the cores, so these blocks may be slow; noted in the table ('busy_builds'); measure "
+              f"again on a quiet machine with --refresh", file=sys.stderr)
     return 0
 
 
@@ -157,7 +161,7 @@ def _validate(args) -> int:
             ["within ±10%, 3-term calibration (LOO)", f"{report.within_10pct_three_term:.0%}"],
             ["calibration", ", ".join(f"{k}={v:.4g}" for k, v in report.calibration.items())],
             ["blocks measured now", report.blocks_measured], ["seconds", f"{report.seconds:.0f}"],
-            ["load average (start, networks, end)", ", ".join(f"{x:.2f}" for x in report.load_avg)],
+            ["load average (blocks, networks, end)", ", ".join(f"{x:.2f}" for x in report.load_avg)],
             ["spread of timed runs (p90/median-1)", f"{report.run_spread:.1%}"],
             ["machine", "BUSY: " + "; ".join(report.warnings) if report.busy else "quiet"]]
     if report.within_10pct_stored is not None:

@@ -551,4 +551,27 @@ def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50
     with LatencyTable(path, backend=backend, fingerprint=fingerprint, create=True) as table:
         threads = table.resolve_threads(threads)
         measure = measure or (lambda key: measure_block(key, backend, iters=iters, warmup=warmup, threads=threads))
-        return table.fill(list(keys), measure, progress=progress, fingerprint=fingerprint, refresh=refresh)
+        loads = [load_average()]
+        counts = table.fill(list(keys), measure, progress=progress, fingerprint=fingerprint, refresh=refresh)
+        loads.append(load_average())
+        counts["load_avg"] = loads
+        limit = (threads or os.cpu_count() or 1) + BUSY_LOAD_MARGIN
+        counts["busy"] = bool(counts["measured"]) and max(loads) > limit
+        if counts["busy"]:  # remembered in the table: its blocks may be inflated (rebuild with --refresh)
+            warnings = table.get_meta("busy_builds") or []
+            table.set_meta("busy_builds", warnings + [{"at": time.time(), "load_avg": loads,
+                                                        "measured": counts["measured"], "limit": limit}])
+        return counts
+
+
+#: a machine counts as busy when the 1-minute load average exceeds the measuring threads by this
+#: much: other processes shared the cores, so wall-clock timings are inflated
+BUSY_LOAD_MARGIN = 0.6
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where the OS has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return float("nan")

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from .estimate import Calibration, LatencyEstimator
-from .lut import LatencyTable, build_lut, network_blocks
+from .lut import BUSY_LOAD_MARGIN, LatencyTable, build_lut, load_average, network_blocks
 from .space import SearchSpace
 
 __all__ = ["ValidationReport", "validate_lut", "plot_validation"]
@@ -60,7 +60,7 @@ class ValidationReport:
     mean_abs_error_stored: Optional[float] = None
     measured_median_ms: List[float] = field(default_factory=list)  # both statistics of the default harness
     measured_min_ms: List[float] = field(default_factory=list)
-    load_avg: List[float] = field(default_factory=list)  # 1-min load: before blocks, before networks, after
+    load_avg: List[float] = field(default_factory=list)  # 1-min load: blocks (highest seen), networks, after
     run_spread: float = float("nan")  # median over networks of p90 / median - 1 of their timed runs
     busy: bool = False
     warnings: List[str] = field(default_factory=list)
@@ -111,17 +111,10 @@ def _earlier_networks(table, space, statistic, current: np.ndarray):
 
 MIN_NETWORKS_WEIGHT_TERM = 5
 
-#: a machine counts as busy when the 1-minute load exceeds the measuring threads by this much
-#: (other processes share the cores), or when a network's timed runs spread this much
-BUSY_LOAD_MARGIN = 0.6
+#: besides the load (:data:`~gpunet.search.lut.BUSY_LOAD_MARGIN`), a machine counts as busy when
+#: the networks' timed runs spread this much
 BUSY_SPREAD = 0.15
-
-
-def _load1() -> float:
-    try:
-        return float(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        return float("nan")
+_load1 = load_average
 
 
 def busy_reasons(load_avg: List[float], spread: float, threads: Optional[int]) -> List[str]:
@@ -157,6 +150,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         counts = build_lut(lut_path, network_blocks(space, vectors), backend, iters=iters, warmup=warmup,
                            threads=threads, progress=progress, refresh=refresh_blocks)
         measured_blocks = counts["measured"]
+        load_avg[0] = max(load_avg[0], *counts["load_avg"])
     with LatencyTable(lut_path, backend=backend, fingerprint=device_fingerprint(backend)) as table:
         threads = table.get_meta("threads", threads)
         est = LatencyEstimator(table, space, fill="error", calibration=False, statistic=statistic).estimate(vectors)
