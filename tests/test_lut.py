@@ -414,6 +414,24 @@ def test_lut_build_and_estimate_for_a_distill_model(tmp_path, capsys):
 
         assert estimate_spec(load_spec("gpunet-d1"), t, calibrate=True) == pytest.approx(
             2 * sum(_synthetic_value(k) for k in keys) + 0.1 * len(keys) + 0.25 * spec_weight_mb(keys) + 0.5)
+        # a calibration fitted on small networks does not price a 456 px one
+        t.set_meta("calibration", {**Calibration(2.0).to_dict(), "statistic": "median", "space": "small-ish",
+                                   "resolutions": [64, 128]})
+        with pytest.raises(ValueError, match="fitted on 64-128 px .* 456 px"):
+            estimate_spec(load_spec("gpunet-d1"), t, calibrate=True)
+
+
+def test_calibration_of_another_space_is_not_applied(tmp_path):
+    space = SearchSpace.small()
+    vectors = space.sample(5, seed=1)
+    _synthetic_table(tmp_path / "t.db", space, vectors)
+    with LatencyTable(str(tmp_path / "t.db")) as t:
+        t.set_meta("calibration", {**Calibration(3.0).to_dict(), "space": "another", "statistic": "median"})
+    assert not LatencyEstimator(str(tmp_path / "t.db"), space).estimate(vectors).calibrated
+    with LatencyTable(str(tmp_path / "t.db")) as t:
+        t.set_meta("calibration", {**Calibration(3.0).to_dict(), "space": space.name, "statistic": "median"})
+    res = LatencyEstimator(str(tmp_path / "t.db"), space).estimate(vectors)
+    assert res.calibrated and np.allclose(res.latency_ms, 3 * res.table_sum_ms)
 
 
 def test_build_on_a_busy_machine_is_noted_in_the_table(tmp_path, monkeypatch):

@@ -126,9 +126,9 @@ class LatencyEstimator:
             cols = table.block_arrays(self.space.family, batch, precision, self.space.num_classes, statistic)
             if calibration is True:
                 cal = table.get_meta("calibration")
-                # a calibration is only valid for the statistic it was fitted with
+                # a calibration is only valid for the statistic and the space (resolutions) it was fitted on
                 calibration = Calibration.from_dict(cal) if cal and cal.get("statistic", "median") == statistic \
-                    else None
+                    and cal.get("space", self.space.name) == self.space.name else None
             elif calibration is False:
                 calibration = None
         finally:
@@ -244,12 +244,20 @@ def estimate_spec(spec, table: LatencyTable, batch: int = 1, precision: str = "f
                   statistic: str = "median", calibrate: bool = False) -> float:
     """Latency of any :class:`~gpunet.spec.NetworkSpec` (hub models, distill tails included):
     the table sum, or with ``calibrate=True`` the table's calibration for ``statistic`` applied
-    (the plain sum when the table has none). NaN if a block is missing."""
+    (the plain sum when the table has none; ``ValueError`` when the spec's resolution lies outside
+    the resolutions it was fitted on). NaN if a block is missing."""
     from .codes import spec_blocks
 
     keys = spec_blocks(spec, batch, precision)
     total = float(np.sum(table.lookup(keys, statistic)))
     cal = table.get_meta("calibration") if calibrate else None
     if cal and cal.get("statistic", "median") == statistic:
+        lo, hi = cal.get("resolutions", (0, float("inf")))
+        res = spec.resolution
+        if not lo <= res <= hi:
+            raise ValueError(f"{getattr(table, 'path', 'table')}: its calibration was fitted on {lo}-{hi} px networks "
+                             f"(space {cal.get('space')!r}); {spec.name or 'this spec'} runs at {res} px, where it "
+                             f"does not hold; use calibrate=False or validate networks of that size "
+                             f"(`gpunet lut validate --space ...`)")
         return float(Calibration.from_dict(cal).apply(total, len(keys), spec_weight_mb(keys)))
     return total

@@ -199,6 +199,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
             table.set_meta("validation_networks", kept[-MAX_KEPT_NETWORKS:])
             table.set_meta("calibration", {**calibration.to_dict(), "space": space.name, "statistic": statistic,
                                            "seed": seed, "fitted_at": time.time(), "busy": bool(reasons),
+                                           "resolutions": [int(min(space.resolutions)), int(max(space.resolutions))],
                                            "warnings": reasons, "load_avg": load_avg})
         device_id = table.device_id
 
