@@ -9,13 +9,10 @@ Heavy, optional parts (export, TensorRT, search, training) load on first use.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-from .model import build_model
+from ._lazy import lazy_getattr
 from .checkpoint import CheckpointError, load_checkpoint
 from .hub import get_model, load_spec
-from .model import GPUNet
+from .model import GPUNet, build_model
 from .registry import ModelCard, UnknownNameError, list_devices, list_models, query
 from .spec import LayerSpec, NetworkSpec, SpecError, save_spec
 from . import timm_models as _timm_models  # noqa: F401  (registers gpunet_* with timm)
@@ -40,9 +37,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gpunet' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -15,9 +15,7 @@ Heavy parts (onnxruntime, matplotlib, scikit-learn, optuna) load inside the func
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_getattr
 from .space import ACT_CODES, Gene, SearchSpace, SearchSpaceError, StageSpace
 from .stratify import LatencyGroup, stratify, stratum_labels
 
@@ -39,9 +37,4 @@ __all__ = ["ACT_CODES", "Gene", "SearchSpace", "SearchSpaceError", "StageSpace",
            "stratum_labels", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gpunet.search' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -6,9 +6,7 @@ scikit-learn / Optuna imports happen when an algorithm first needs them.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..._lazy import lazy_getattr
 from .base import POOL_WIDTH, STATE_FORMAT, SearchAlgorithm, SearchError, SearchExhausted
 from .random_search import RandomSearch
 
@@ -18,9 +16,4 @@ __all__ = ["SearchAlgorithm", "SearchError", "SearchExhausted", "STATE_FORMAT", 
            "RandomSearch", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gpunet.search.algorithms' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
