@@ -98,6 +98,35 @@ def test_int8_matches_fp32_on_finetuned_digits_and_runs_in_ort_and_openvino(fine
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
     assert np.abs(a - b).max() <= 0.1 * np.abs(a).max()
 
+    # CPU runtimes get NNCF's uint8 back on exactly the quantizers the file made signed for TensorRT.
+    import onnx
+    from onnx import numpy_helper
+
+    from gpunet.export.quantize import NONNEGATIVE_KEY, QuantizationError, cpu_activations
+
+    m = onnx.load(str(out))
+    listed = set(json.loads({p.key: p.value for p in m.metadata_props}[NONNEGATIVE_KEY]))
+    before = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert cpu_activations(m) == len(listed) > 10
+    after = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert {k for k in after if after[k].dtype != before[k].dtype} == listed
+    assert all(after[k].dtype == np.uint8 and not after[k].any() for k in listed)
+    assert all(np.array_equal(after[k], before[k]) for k in after if k not in listed)  # scales and weights kept
+    assert NONNEGATIVE_KEY not in {p.key for p in m.metadata_props} and cpu_activations(m) == 0
+    onnx.checker.check_model(m)
+    s_cpu = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    c = s_cpu.run(None, {s_cpu.get_inputs()[0].name: x})[0]
+    ov_cpu = core.compile_model(core.read_model(m.SerializeToString(), b""), "CPU")
+    d = ov_cpu({0: x})[ov_cpu.output(0)]
+    for other in (c, d):  # the same grid: only values beyond the calibrated range may differ
+        assert (a.argmax(1) == other.argmax(1)).mean() >= 0.9
+        assert np.abs(a - other).max() <= 0.1 * np.abs(a).max()
+    edited = onnx.load(str(out))
+    zp = next(i for i in edited.graph.initializer if i.name in listed)
+    zp.CopyFrom(numpy_helper.from_array(np.ones(numpy_helper.to_array(zp).shape, np.int8), zp.name))
+    with pytest.raises(QuantizationError, match="edited after quantization"):
+        cpu_activations(edited)
+
 
 def test_bad_calibration_is_caught_and_nothing_is_written(finetuned, tmp_path):
     root, ckpt = finetuned

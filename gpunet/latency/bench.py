@@ -145,13 +145,19 @@ def make_runner(model: nn.Module, input_shape: Sequence[int], backend: str, prec
     if precision == "int8" and backend in ("onnxruntime", "openvino"):
         if proto is None:
             raise ValueError("precision 'int8' needs the quantized graph (gpunet.export.quantize.int8_graph)")
+        from ..export.quantize import cpu_activations
+
+        given, proto = proto, type(proto)()
+        proto.CopyFrom(given)  # x86 runtimes get NNCF's uint8 back where the file has int8 only for TensorRT
+        unsigned = cpu_activations(proto)
+        what = f"INT8 QDQ, {unsigned} activation quantizers uint8 for the CPU" if unsigned else "INT8 QDQ"
         if backend == "onnxruntime":
-            return _ort_runner(proto, x.numpy(), threads), "host wall clock, ONNX Runtime CPU session.run, INT8 QDQ"
+            return _ort_runner(proto, x.numpy(), threads), f"host wall clock, ONNX Runtime CPU session.run, {what}"
         from ..export.openvino import openvino_precisions
 
         rest = "bf16" if "bf16" in openvino_precisions() else "fp32"  # OpenVINO's own default for unquantized ops
         return (_openvino_runner(proto, x.numpy(), rest, threads),
-                f"host wall clock, OpenVINO CPU infer request, INT8 QDQ ({rest} elsewhere)")
+                f"host wall clock, OpenVINO CPU infer request, {what} ({rest} elsewhere)")
     if backend == "torch":
         return _torch_runner(model, x, precision, threads), "host wall clock, PyTorch eager, inference_mode"
     if backend == "onnxruntime":
