@@ -17,6 +17,7 @@ Targets: ONNX Runtime fp32 >= 2x eager with outputs within 1e-4 relative; the fa
 
     python benchmarks/bench_deploy.py                          # all seven, native resolution
     python benchmarks/bench_deploy.py --models gpunet-0 --rounds 2 --block 3 --json out.json
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python benchmarks/bench_deploy.py   # as on a CPU without AMX
 """
 from __future__ import annotations
 
@@ -133,6 +134,9 @@ def main(argv=None):
           f"{fp['libraries'].get('openvino')}; batch 1; {args.rounds} rounds x {args.block}-run blocks per backend "
           f"(order rotating, {args.pause:g} s pause), {args.warmup} warm-up; load average (1/5/15 min) at start "
           f"{_load()}", flush=True)
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # oneDNN (OpenVINO, PyTorch) kernels capped below what the CPU has
+        print(f"# ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}: OpenVINO and PyTorch use no instructions "
+              f"beyond that ISA (ONNX Runtime's MLAS ignores it)", flush=True)
     results, rows = [], []
     for n in names:
         r = bench_model(n, args, bf16)
