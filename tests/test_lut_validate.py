@@ -25,9 +25,9 @@ def _block_ms(key) -> float:
     return 0.01 * key.in_channels + 0.02 * key.out_channels + 0.05 * key.kernel_size + 0.3 * key.se
 
 
-def _synthetic_lut(path, space, vectors):
+def _synthetic_lut(path, space, vectors, precision="fp32"):
     """A table of this device whose block latencies are a formula we know."""
-    keys = network_blocks(space, vectors)
+    keys = network_blocks(space, vectors, precision=precision)
     with LatencyTable(str(path), backend="torch", fingerprint=device_fingerprint("torch"), create=True) as t:
         t.put_many((k, {"median_ms": _block_ms(k)}) for k in keys)
 
@@ -63,6 +63,34 @@ def test_report_recovers_a_known_calibration(tmp_path):
     assert report.spearman_table_sum == pytest.approx(1.0)
     with LatencyTable(str(tmp_path / "t.db")) as t:
         assert t.get_meta("calibration")["scale"] == pytest.approx(1.5, rel=1e-6)
+
+
+def test_calibration_belongs_to_its_precision(tmp_path):
+    """A bf16 validation keys blocks, kept networks and the calibration by precision: an fp32
+    estimate of the same table ignores that calibration, and an fp32 validation fits without
+    the bf16 networks."""
+    from gpunet.search.estimate import LatencyEstimator
+
+    space, path = _tiny(), str(tmp_path / "t.db")
+    vectors = space.sample(8, seed=3)
+    _synthetic_lut(path, space, vectors, precision="bf16")
+    truth = lambda spec: 1.5 * _hand_sum(spec)[0] + 0.2  # noqa: E731
+    report = validate_lut(path, "torch", n=8, space=space, seed=3, build_missing=False, measure_network=truth,
+                          progress=False, precision="bf16")
+    assert report.precision == "bf16" and report.calibration["scale"] == pytest.approx(1.5, rel=1e-6)
+    with LatencyTable(path) as t:
+        assert t.get_meta("calibration")["precision"] == "bf16"
+        assert {e["precision"] for e in t.get_meta("validation_networks")} == {"bf16"}
+    bf16 = LatencyEstimator(path, space, precision="bf16").estimate(vectors)
+    assert bf16.calibrated and np.allclose(bf16.latency_ms, 1.5 * bf16.table_sum_ms + 0.2)
+    with pytest.raises(Exception, match="lacks"):  # no fp32 blocks: the bf16 rows are not fp32 latencies
+        LatencyEstimator(path, space, precision="fp32", fill="error").estimate(vectors)
+    _synthetic_lut(path, space, space.sample(8, seed=4), precision="fp32")
+    assert not LatencyEstimator(path, space, precision="fp32").estimate(space.sample(8, seed=4)).calibrated
+    fp32 = validate_lut(path, "torch", n=8, space=space, seed=4, build_missing=False, progress=False,
+                        measure_network=lambda spec: 2.0 * _hand_sum(spec)[0])
+    assert fp32.within_10pct_stored is None  # the stored calibration is bf16's, not scored on fp32
+    assert fp32.calibration["n"] == 8 and fp32.calibration["scale"] == pytest.approx(2.0, rel=1e-6)
 
 
 def test_report_sees_a_table_that_ranks_backwards(tmp_path):
@@ -154,3 +182,25 @@ def test_busy_machine_is_named_not_mixed_in():
     noisy = busy_reasons([1.0, 1.0, 1.0], 0.4, threads=1)
     assert len(noisy) == 1 and "spread 40%" in noisy[0]
     assert busy_reasons([float("nan")], float("nan"), threads=2) == []
+
+
+def test_cache_term_finds_where_weights_outgrow_the_cache():
+    """'Measured' = 1.1 x sum + 0.01 ms/MB + 0.08 ms per MB beyond 40 MB - 0.3 ms: with enough
+    networks the fit finds the 40 MB knee and the terms; with fewer it keeps the linear form;
+    a calibration round-trips through the table's JSON."""
+    rng = np.random.default_rng(0)
+    sums, w = rng.uniform(1.5, 12.0, 60), rng.uniform(10.0, 70.0, 60)
+    measured = 1.1 * sums + 0.01 * w + 0.08 * np.maximum(w - 40.0, 0) - 0.3
+    cal = Calibration.fit(sums, np.full(60, 12.0), measured, w)
+    assert cal.cache_mb == pytest.approx(40.0, abs=1.0)
+    assert (cal.scale, cal.per_weight_mb_over_cache) == (pytest.approx(1.1, rel=0.02), pytest.approx(0.08, rel=0.1))
+    np.testing.assert_allclose(cal.apply(sums, 12.0, w), measured, rtol=0.01)
+    assert Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+    few = Calibration.fit(sums[:20], np.full(20, 12.0), measured[:20], w[:20])
+    assert few.cache_mb == float("inf") and few.per_weight_mb_over_cache == 0.0
+    linear = 1.1 * sums + 0.01 * w - 0.3  # no knee in the data: no cache term is kept
+    flat = Calibration.fit(sums, np.full(60, 12.0), linear, w)
+    np.testing.assert_allclose(flat.apply(sums, 12.0, w), linear, rtol=1e-6)
+    assert abs(flat.per_weight_mb_over_cache) < 1e-6 or flat.cache_mb == float("inf")
+    assert Calibration.from_dict(json.loads(json.dumps(flat.to_dict()))).apply(5.0, 12, 50.0) == \
+        pytest.approx(float(flat.apply(5.0, 12, 50.0)))

@@ -81,6 +81,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, help="CPU threads (fixed per table; default: all usable cores)")
+    p.add_argument("--precision", default="fp32",
+                   help="precision blocks and networks run in: fp32 (default), bf16 / fp16 (openvino, tensorrt), "
+                        "int8 (onnxruntime, openvino, tensorrt; NNCF on random inputs, speed only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -106,11 +109,11 @@ def _build(args) -> int:
     if args.model:
         from gpunet.hub import load_spec
 
-        keys = [k for m in args.model for k in spec_blocks(load_spec(m))]
+        keys = [k for m in args.model for k in spec_blocks(load_spec(m), precision=args.precision)]
     else:
         space = _space(args)
         vectors = _load_pool_vectors(args.pool) if args.pool else space.sample(args.n or 20, seed=args.seed)
-        keys = network_blocks(space, vectors)
+        keys = network_blocks(space, vectors, precision=args.precision)
     import os
 
     unique = list({k.key: k for k in keys}.values())
@@ -147,11 +150,11 @@ def _validate(args) -> int:
     report = validate_lut(args.lut, backend=args.backend, n=args.n, space=_space(args), seed=args.seed,
                           iters=args.iters, warmup=args.warmup, threads=args.threads,
                           build_missing=not args.no_build, plot=args.plot, progress=False if args.quiet else None,
-                          statistic=args.statistic, refresh_blocks=args.refresh_blocks)
+                          statistic=args.statistic, refresh_blocks=args.refresh_blocks, precision=args.precision)
     if args.json:
         print_json(report.to_dict())
         return 0
-    rows = [["networks", report.n], ["space", report.space], ["statistic", report.statistic], ["backend / device", f"{report.backend} / {report.device_id}"],
+    rows = [["networks", report.n], ["space", report.space], ["statistic", report.statistic], ["backend / precision / device", f"{report.backend} / {report.precision} / {report.device_id}"],
             ["Spearman (table sum)", f"{report.spearman_table_sum:.3f}"],
             ["Spearman (calibrated, LOO)", f"{report.spearman_calibrated:.3f}"],
             ["mean error, table sum", f"{report.mean_error_table_sum:+.1%}"],
@@ -159,7 +162,7 @@ def _validate(args) -> int:
             ["within ±10%, calibrated (LOO)", f"{report.within_10pct_calibrated:.0%}"],
             ["within ±10%, calibrated (in sample)", f"{report.within_10pct_in_sample:.0%}"],
             ["within ±10%, 3-term calibration (LOO)", f"{report.within_10pct_three_term:.0%}"],
-            ["calibration", ", ".join(f"{k}={v:.4g}" for k, v in report.calibration.items())],
+            ["calibration", ", ".join(f"{k}={v:.4g}" for k, v in report.calibration.items() if v is not None)],
             ["blocks measured now", report.blocks_measured], ["seconds", f"{report.seconds:.0f}"],
             ["load average (blocks, networks, end)", ", ".join(f"{x:.2f}" for x in report.load_avg)],
             ["spread of timed runs (p90/median-1)", f"{report.run_spread:.1%}"],

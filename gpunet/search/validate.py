@@ -65,6 +65,7 @@ class ValidationReport:
     busy: bool = False
     warnings: List[str] = field(default_factory=list)
     plot: Optional[str] = None
+    precision: str = "fp32"
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -91,17 +92,19 @@ def _loo_calibrated(sums: np.ndarray, nblocks: np.ndarray, measured: np.ndarray,
 MAX_KEPT_NETWORKS = 1000
 
 
-def _earlier_networks(table, space, statistic, current: np.ndarray):
+def _earlier_networks(table, space, statistic, current: np.ndarray, precision: str = "fp32"):
     """(entries, (sums, nblocks, measured, weight_mb)) of networks earlier validations measured
     with this table on this space and statistic (not those measured now); None when there are none."""
     kept = table.get_meta("validation_networks") or []
     now = {tuple(int(x) for x in v) for v in current}
     rows = [e for e in kept if e.get("space") == space.name and e.get("statistic") == statistic and not e.get("busy")
+            and e.get("precision", "fp32") == precision
             and len(e.get("vector", ())) == current.shape[1] and tuple(e["vector"]) not in now]
     if not rows:
         return kept, None
     vecs = np.array([e["vector"] for e in rows], dtype=np.int64)
-    est = LatencyEstimator(table, space, fill="nan", calibration=False, statistic=statistic).estimate(vecs)
+    est = LatencyEstimator(table, space, precision=precision, fill="nan", calibration=False,
+                           statistic=statistic).estimate(vecs)
     ok = ~est.missing
     if not ok.any():
         return kept, None
@@ -134,8 +137,13 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
                  seed: int = 0, iters: int = 30, warmup: int = 5, threads: Optional[int] = None,
                  build_missing: bool = True, save_calibration: bool = True, plot: Optional[str] = None,
                  progress: Optional[bool] = None, statistic: str = "median", refresh_blocks: bool = False,
-                 measure_network: Optional[Callable[[Any], float]] = None) -> ValidationReport:
-    """Measure ``n`` sampled networks end to end and compare with the table's estimate."""
+                 measure_network: Optional[Callable[[Any], float]] = None,
+                 precision: str = "fp32") -> ValidationReport:
+    """Measure ``n`` sampled networks end to end and compare with the table's estimate.
+
+    ``precision``: the backend precision blocks and networks run in (e.g. ``bf16`` on OpenVINO); a
+    table's calibration (and the networks kept for it) belong to one precision.
+    """
     from ..model import build_model
     from ..latency import benchmark, device_fingerprint
 
@@ -147,23 +155,24 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     measured_blocks = 0
     load_avg = [_load1()]
     if build_missing:
-        counts = build_lut(lut_path, network_blocks(space, vectors), backend, iters=iters, warmup=warmup,
+        counts = build_lut(lut_path, network_blocks(space, vectors, precision=precision), backend, iters=iters, warmup=warmup,
                            threads=threads, progress=progress, refresh=refresh_blocks)
         measured_blocks = counts["measured"]
         load_avg[0] = max(load_avg[0], *counts["load_avg"])
     with LatencyTable(lut_path, backend=backend, fingerprint=device_fingerprint(backend)) as table:
         threads = table.get_meta("threads", threads)
-        est = LatencyEstimator(table, space, fill="error", calibration=False, statistic=statistic).estimate(vectors)
+        est = LatencyEstimator(table, space, precision=precision, fill="error", calibration=False,
+                               statistic=statistic).estimate(vectors)
         stored = table.get_meta("calibration")
         stored = Calibration.from_dict(stored) if stored and stored.get("statistic", "median") == statistic \
-            else None
+            and stored.get("precision", "fp32") == precision else None
         spreads, both = [], []
 
         if measure_network is None:
             def measure_network(spec):
                 result = benchmark(build_model(spec), backend=backend, input_shape=(1, 3, spec.resolution,
                                                                                     spec.resolution),
-                                   iters=iters, warmup=warmup, threads=threads)
+                                   iters=iters, warmup=warmup, threads=threads, precision=precision)
                 spreads.append(result.p90_ms / result.median_ms - 1.0)
                 both.append((result.median_ms, result.min_ms))
                 return result.min_ms if statistic == "min" else result.median_ms
@@ -179,7 +188,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         reasons = busy_reasons(load_avg, spread, threads)
         sums, nblocks, weight_mb = est.table_sum_ms, est.n_blocks.astype(np.float64), est.weight_mb
         # the weight term only once leave-one-out leaves enough networks to fit four terms
-        kept, earlier = _earlier_networks(table, space, statistic, vectors)
+        kept, earlier = _earlier_networks(table, space, statistic, vectors, precision)
         n_fit = n + (0 if earlier is None else len(earlier[0]))
         wmb = weight_mb if n_fit >= MIN_NETWORKS_WEIGHT_TERM else None
         if wmb is None or earlier is None:
@@ -192,12 +201,15 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         loo3 = _loo_calibrated(sums, nblocks, measured)
         if save_calibration:
             new = [{"vector": [int(x) for x in v], "measured_ms": float(m), "space": space.name,
-                    "statistic": statistic, "seed": seed, "busy": bool(reasons)} for v, m in zip(vectors, measured)]
+                    "statistic": statistic, "precision": precision, "seed": seed, "busy": bool(reasons)}
+                   for v, m in zip(vectors, measured)]
             now = {tuple(e["vector"]) for e in new}
             kept = [e for e in kept if not (tuple(e.get("vector", ())) in now and e.get("space") == space.name
-                                            and e.get("statistic") == statistic)] + new
+                                            and e.get("statistic") == statistic
+                                            and e.get("precision", "fp32") == precision)] + new
             table.set_meta("validation_networks", kept[-MAX_KEPT_NETWORKS:])
             table.set_meta("calibration", {**calibration.to_dict(), "space": space.name, "statistic": statistic,
+                                           "precision": precision,
                                            "seed": seed, "fitted_at": time.time(), "busy": bool(reasons),
                                            "resolutions": [int(min(space.resolutions)), int(max(space.resolutions))],
                                            "warnings": reasons, "load_avg": load_avg})
@@ -223,7 +235,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         within_10pct_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored) <= 0.10)),
         mean_abs_error_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored))),
         measured_median_ms=[b[0] for b in both], measured_min_ms=[b[1] for b in both],
-        load_avg=load_avg, run_spread=spread, busy=bool(reasons), warnings=reasons)
+        load_avg=load_avg, run_spread=spread, busy=bool(reasons), warnings=reasons, precision=precision)
     if plot:
         plot_validation(report, plot)
         report.plot = plot
