@@ -204,3 +204,27 @@ def test_cache_term_finds_where_weights_outgrow_the_cache():
     assert abs(flat.per_weight_mb_over_cache) < 1e-6 or flat.cache_mb == float("inf")
     assert Calibration.from_dict(json.loads(json.dumps(flat.to_dict()))).apply(5.0, 12, 50.0) == \
         pytest.approx(float(flat.apply(5.0, 12, 50.0)))
+
+
+def test_networks_are_measured_in_passes_and_keep_their_median(tmp_path):
+    """Three passes over the networks; one slow and one fast pass leave each network's median,
+    the pass spread is reported, and passes must be a positive integer."""
+    space = _tiny()
+    _synthetic_lut(tmp_path / "t.db", space, space.sample(6, seed=3))
+    calls = []
+
+    def jittery(spec):  # pass 1 exact, pass 2 30 % slow, pass 3 10 % fast
+        calls.append(spec)
+        factor = (1.0, 1.3, 0.9)[(len(calls) - 1) // 6]
+        return factor * 2.0 * _hand_sum(spec)[0]
+
+    report = validate_lut(str(tmp_path / "t.db"), "torch", n=6, space=space, seed=3, build_missing=False,
+                          measure_network=jittery, progress=False, passes=3)
+    specs = [space.decode(v) for v in space.sample(6, seed=3)]
+    assert len(calls) == 18 and [c.name for c in calls[:6]] == [c.name for c in calls[6:12]]
+    np.testing.assert_allclose(report.measured_ms, [2.0 * _hand_sum(s)[0] for s in specs], rtol=1e-12)
+    assert report.passes == 3 and report.pass_spread == pytest.approx(0.4)
+    assert report.within_10pct_calibrated == 1.0
+    with pytest.raises(ValueError, match="passes must be a positive integer"):
+        validate_lut(str(tmp_path / "t.db"), "torch", n=6, space=space, build_missing=False, passes=0,
+                     measure_network=jittery, progress=False)

@@ -57,6 +57,8 @@ def register(subparsers) -> None:
                    help="measure the networks' blocks again, keeping the lower latency (busy machines)")
     v.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="median (default) or min of the timed runs, for blocks and networks alike")
+    v.add_argument("--passes", type=int, default=3,
+                   help="end-to-end passes over the networks; each keeps its median (default 3)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(handler=_validate, space_default="small")
 
@@ -150,7 +152,8 @@ def _validate(args) -> int:
     report = validate_lut(args.lut, backend=args.backend, n=args.n, space=_space(args), seed=args.seed,
                           iters=args.iters, warmup=args.warmup, threads=args.threads,
                           build_missing=not args.no_build, plot=args.plot, progress=False if args.quiet else None,
-                          statistic=args.statistic, refresh_blocks=args.refresh_blocks, precision=args.precision)
+                          statistic=args.statistic, refresh_blocks=args.refresh_blocks, precision=args.precision,
+                          passes=args.passes)
     if args.json:
         print_json(report.to_dict())
         return 0
@@ -166,6 +169,7 @@ def _validate(args) -> int:
             ["blocks measured now", report.blocks_measured], ["seconds", f"{report.seconds:.0f}"],
             ["load average (blocks, networks, end)", ", ".join(f"{x:.2f}" for x in report.load_avg)],
             ["spread of timed runs (p90/median-1)", f"{report.run_spread:.1%}"],
+            [f"spread between {report.passes} passes (max-min)/median", f"{report.pass_spread:.1%}"],
             ["machine", "BUSY: " + "; ".join(report.warnings) if report.busy else "quiet"]]
     if report.within_10pct_stored is not None:
         rows.insert(8, ["within ±10%, table's earlier calibration (held out)",

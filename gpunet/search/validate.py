@@ -66,6 +66,8 @@ class ValidationReport:
     warnings: List[str] = field(default_factory=list)
     plot: Optional[str] = None
     precision: str = "fp32"
+    passes: int = 1  # end-to-end passes over the networks; measured_ms is each network's median
+    pass_spread: float = 0.0  # median over networks of (slowest - fastest pass) / median
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -138,17 +140,22 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
                  build_missing: bool = True, save_calibration: bool = True, plot: Optional[str] = None,
                  progress: Optional[bool] = None, statistic: str = "median", refresh_blocks: bool = False,
                  measure_network: Optional[Callable[[Any], float]] = None,
-                 precision: str = "fp32") -> ValidationReport:
+                 precision: str = "fp32", passes: int = 3) -> ValidationReport:
     """Measure ``n`` sampled networks end to end and compare with the table's estimate.
 
     ``precision``: the backend precision blocks and networks run in (e.g. ``bf16`` on OpenVINO); a
     table's calibration (and the networks kept for it) belong to one precision.
+    ``passes``: the networks are measured in this many passes over all of them and each keeps the
+    median of its passes: a weight-heavy network's time moves by up to 10 % between runs seconds
+    apart (cache residency), which one pass would put into the calibration's error.
     """
     from ..model import build_model
     from ..latency import benchmark, device_fingerprint
 
     if n < 4:
         raise ValueError(f"validation needs n >= 4 networks (calibration is leave-one-out), got {n}")
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be a positive integer, got {passes!r}")
     start = time.time()
     space = space or SearchSpace.small()
     vectors = space.sample(n, seed=seed)
@@ -180,9 +187,20 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         from tqdm.auto import tqdm
 
         load_avg.append(_load1())
-        measured = np.array([measure_network(space.decode(v)) for v in
-                             tqdm(vectors, desc="end-to-end", unit="net", disable=(not progress)
-                                  if progress is not None else None)])
+        specs = [space.decode(v) for v in vectors]
+        bar = tqdm(total=n * passes, desc="end-to-end", unit="net",
+                   disable=(not progress) if progress is not None else None)
+        per_pass = []
+        for _ in range(passes):  # whole passes, so drift over minutes touches every network alike
+            row = []
+            for spec in specs:
+                row.append(measure_network(spec))
+                bar.update(1)
+            per_pass.append(row)
+        bar.close()
+        per_pass = np.array(per_pass, dtype=np.float64)
+        measured = np.median(per_pass, axis=0)
+        pass_spread = float(np.median((per_pass.max(0) - per_pass.min(0)) / measured)) if passes > 1 else 0.0
         load_avg.append(_load1())
         spread = float(np.median(spreads)) if spreads else float("nan")
         reasons = busy_reasons(load_avg, spread, threads)
@@ -217,6 +235,11 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
 
     from scipy.stats import spearmanr
 
+    both_stats: List[List[float]] = [[], []]  # per network: median of its passes' medians, min of all runs
+    if both and len(both) == passes * n:
+        runs = np.array(both, dtype=np.float64).reshape(passes, n, 2)
+        both_stats = [np.median(runs[:, :, 0], axis=0).tolist(), runs[:, :, 1].min(axis=0).tolist()]
+
     rel_loo = (loo - measured) / measured
     rel_in = (calibration.apply(sums, nblocks, weight_mb) - measured) / measured
     rel_stored = None if stored is None else (stored.apply(sums, nblocks, weight_mb) - measured) / measured
@@ -234,8 +257,9 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         weight_mb=weight_mb.tolist(), within_10pct_three_term=float(np.mean(np.abs((loo3 - measured) / measured) <= 0.10)),
         within_10pct_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored) <= 0.10)),
         mean_abs_error_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored))),
-        measured_median_ms=[b[0] for b in both], measured_min_ms=[b[1] for b in both],
-        load_avg=load_avg, run_spread=spread, busy=bool(reasons), warnings=reasons, precision=precision)
+        measured_median_ms=both_stats[0], measured_min_ms=both_stats[1],
+        load_avg=load_avg, run_spread=spread, busy=bool(reasons), warnings=reasons, precision=precision,
+        passes=passes, pass_spread=pass_spread)
     if plot:
         plot_validation(report, plot)
         report.plot = plot
