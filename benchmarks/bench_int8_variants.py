@@ -141,14 +141,15 @@ def main(argv=None):
     start = time.perf_counter()
     print(f"# OpenVINO INT8 variants vs bf16, {args.threads} threads, batch 1, {args.rounds} rounds x {args.block}-run "
           f"blocks; load average at start {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
-          + (f"; ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}" if os.environ.get("ONEDNN_MAX_CPU_ISA") else ""))
+          + (f"; ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}"
+             if os.environ.get("ONEDNN_MAX_CPU_ISA") else ""))
     print(f"{'model':10s} {'convs (1x1/kxk/dw)':18s} " + " ".join(f"{v:>14s}" for v in variants))
     for name in args.models.split(","):
         compiled, x, counts = compiled_variants(name, variants, args.threads)
         ms = time_blocks(compiled, x, args.rounds, args.block, args.pause)
         cells = [f"{ms[v]:6.2f} ms" + ("" if v == "bf16" else f" {ms['bf16'] / ms[v]:.2f}x") for v in variants]
-        print(f"{name:10s} {counts['1x1']:>6d}/{counts['kxk']}/{counts['dw']:<9d} " + " ".join(f"{c:>14s}" for c in cells),
-              flush=True)
+        convs = f"{counts['1x1']:>6d}/{counts['kxk']}/{counts['dw']:<9d}"
+        print(f"{name:10s} {convs} " + " ".join(f"{c:>14s}" for c in cells), flush=True)
     print(f"# x = OV bf16 ms / variant ms; load average at end {' '.join(f'{v:.1f}' for v in os.getloadavg())}; "
           f"{time.perf_counter() - start:.0f} s")
     return 0

@@ -162,8 +162,8 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     measured_blocks = 0
     load_avg = [_load1()]
     if build_missing:
-        counts = build_lut(lut_path, network_blocks(space, vectors, precision=precision), backend, iters=iters, warmup=warmup,
-                           threads=threads, progress=progress, refresh=refresh_blocks)
+        counts = build_lut(lut_path, network_blocks(space, vectors, precision=precision), backend, iters=iters,
+                           warmup=warmup, threads=threads, progress=progress, refresh=refresh_blocks)
         measured_blocks = counts["measured"]
         load_avg[0] = max(load_avg[0], *counts["load_avg"])
     with LatencyTable(lut_path, backend=backend, fingerprint=device_fingerprint(backend)) as table:
