@@ -450,3 +450,16 @@ def test_build_on_a_busy_machine_is_noted_in_the_table(tmp_path, monkeypatch):
     assert not quiet["busy"]
     with LatencyTable(str(tmp_path / "t.db")) as t:
         assert len(t.get_meta("busy_builds")) == 1
+
+
+def test_build_refuses_a_precision_the_backend_cannot_run_before_creating_the_table(tmp_path):
+    import dataclasses
+
+    bf16 = [dataclasses.replace(k, precision="bf16") for k in _tiny_keys()]
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    with pytest.raises(ValueError, match="unsupported precision 'bf16' for backend 'onnxruntime'.*fp32, int8"):
+        build_lut(str(tables / "t.db"), bf16, "onnxruntime", iters=2, warmup=1, threads=1)
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
+        build_lut(str(tables / "t.db"), _tiny_keys(), "tensorflow", iters=2, warmup=1, threads=1)
+    assert list(tables.iterdir()) == []

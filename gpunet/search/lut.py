@@ -544,6 +544,16 @@ def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50
     ``threads`` (CPU backends) is fixed when the table is created; later builds reuse it and
     refuse another value, since block latencies at different thread counts do not add up.
     """
+    keys = list(keys)
+    if measure is None:  # refuse what the backend cannot run before a table file is created
+        from ..latency.bench import PRECISIONS
+
+        if backend not in PRECISIONS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(PRECISIONS)}")
+        bad = sorted({k.precision for k in keys} - set(PRECISIONS[backend]))
+        if bad:
+            raise ValueError(f"unsupported precision {bad[0]!r} for backend {backend!r}; expected one of "
+                             f"{', '.join(PRECISIONS[backend])}")
     if fingerprint is None:
         from ..latency import device_fingerprint
 
@@ -552,7 +562,7 @@ def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50
         threads = table.resolve_threads(threads)
         measure = measure or (lambda key: measure_block(key, backend, iters=iters, warmup=warmup, threads=threads))
         loads = [load_average()]
-        counts = table.fill(list(keys), measure, progress=progress, fingerprint=fingerprint, refresh=refresh)
+        counts = table.fill(keys, measure, progress=progress, fingerprint=fingerprint, refresh=refresh)
         loads.append(load_average())
         counts["load_avg"] = loads
         limit = (threads or os.cpu_count() or 1) + BUSY_LOAD_MARGIN
