@@ -10,7 +10,7 @@ The variants differ in what NNCF quantizes and how OpenVINO receives it:
     keep-dw     depthwise convolutions left unquantized
     ov-ir       NNCF on the OpenVINO model read from the export instead of on the ONNX file
 
-Timed in blocks (rounds x block consecutive runs per variant, order rotating, pause between
+Timed with bench_deploy.time_blocks (rounds x block consecutive runs per variant, order rotating, pause between
 blocks), batch 1, random weights and random calibration (speed only); prints the load average.
 
     python benchmarks/bench_int8_variants.py --models gpunet-1,gpunet-2
@@ -29,6 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from gpunet.export.onnx import export_onnx_proto, quiet, resolve_model_input  # noqa: E402
 from gpunet.export.openvino import compile_openvino  # noqa: E402
 from gpunet.export.quantize import _signed_activations, cpu_activations, random_calibration  # noqa: E402
+
+from bench_deploy import time_blocks  # noqa: E402  (same folder: the block-timing loop the table uses)
 
 VARIANTS = ("bf16", "int8", "int8-cpu", "int8-nncf-cpu", "keep-kxk", "keep-dw", "ov-ir")
 
@@ -106,23 +108,6 @@ def compiled_variants(name, variants, threads):
     return out, samples[0], {k: len(v) for k, v in convs.items()}
 
 
-def time_blocks(compiled, x, rounds, block, pause):
-    times = {k: [] for k in compiled}
-    order = list(compiled)
-    requests = {k: c.create_infer_request() for k, c in compiled.items()}
-    for r in range(rounds):
-        for k in order[r % len(order):] + order[:r % len(order)]:
-            req = requests[k]
-            for _ in range(3 if r == 0 else 1):
-                req.infer({0: x})
-            for _ in range(block):
-                t = time.perf_counter()
-                req.infer({0: x})
-                times[k].append((time.perf_counter() - t) * 1e3)
-            time.sleep(pause)
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="gpunet-1,gpunet-2")
@@ -146,7 +131,10 @@ def main(argv=None):
     print(f"{'model':10s} {'convs (1x1/kxk/dw)':18s} " + " ".join(f"{v:>14s}" for v in variants))
     for name in args.models.split(","):
         compiled, x, counts = compiled_variants(name, variants, args.threads)
-        ms = time_blocks(compiled, x, args.rounds, args.block, args.pause)
+        requests = {k: c.create_infer_request() for k, c in compiled.items()}
+        runners = {k: (lambda r=r: r.infer({0: x})) for k, r in requests.items()}
+        times = time_blocks(runners, args.rounds, args.block, 3, args.pause)
+        ms = {k: float(np.median(v)) for k, v in times.items()}
         cells = [f"{ms[v]:6.2f} ms" + ("" if v == "bf16" else f" {ms['bf16'] / ms[v]:.2f}x") for v in variants]
         convs = f"{counts['1x1']:>6d}/{counts['kxk']}/{counts['dw']:<9d}"
         print(f"{name:10s} {convs} " + " ".join(f"{c:>14s}" for c in cells), flush=True)
