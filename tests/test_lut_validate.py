@@ -25,10 +25,10 @@ def _block_ms(key) -> float:
     return 0.01 * key.in_channels + 0.02 * key.out_channels + 0.05 * key.kernel_size + 0.3 * key.se
 
 
-def _synthetic_lut(path, space, vectors, precision="fp32"):
+def _synthetic_lut(path, space, vectors, precision="fp32", backend="torch"):
     """A table of this device whose block latencies are a formula we know."""
     keys = network_blocks(space, vectors, precision=precision)
-    with LatencyTable(str(path), backend="torch", fingerprint=device_fingerprint("torch"), create=True) as t:
+    with LatencyTable(str(path), backend=backend, fingerprint=device_fingerprint(backend), create=True) as t:
         t.put_many((k, {"median_ms": _block_ms(k)}) for k in keys)
 
 
@@ -185,14 +185,19 @@ def test_busy_machine_is_named_not_mixed_in():
 
 
 def test_cache_term_finds_where_weights_outgrow_the_cache():
-    """'Measured' = 1.1 x sum + 0.01 ms/MB + 0.08 ms per MB beyond 40 MB - 0.3 ms: with enough
-    networks the fit finds the 40 MB knee and the terms; with fewer it keeps the linear form;
-    a calibration round-trips through the table's JSON."""
+    """'Measured' = 1.1 x sum + 0.01 ms/MB + 0.08 ms per DRAM MB (the smooth form past 40 MB)
+    - 0.3 ms: with enough networks the fit finds the 40 MB threshold and the terms; with fewer it
+    keeps the linear form; a calibration round-trips through the table's JSON."""
+    from gpunet.search.estimate import missed_mb
+
     rng = np.random.default_rng(0)
     sums, w = rng.uniform(1.5, 12.0, 60), rng.uniform(10.0, 70.0, 60)
-    measured = 1.1 * sums + 0.01 * w + 0.08 * np.maximum(w - 40.0, 0) - 0.3
+    dram = np.maximum(w - 40.0, 0) ** 2 / w
+    np.testing.assert_allclose(missed_mb(w, 40.0), dram)
+    assert missed_mb(400.0, 40.0) == pytest.approx(324.0) and missed_mb(39.0, 40.0) == 0.0
+    measured = 1.1 * sums + 0.01 * w + 0.08 * dram - 0.3
     cal = Calibration.fit(sums, np.full(60, 12.0), measured, w)
-    assert cal.cache_mb == pytest.approx(40.0, abs=1.0)
+    assert cal.cache_form == "smooth" and cal.cache_mb == pytest.approx(40.0, abs=1.0)
     assert (cal.scale, cal.per_weight_mb_over_cache) == (pytest.approx(1.1, rel=0.02), pytest.approx(0.08, rel=0.1))
     np.testing.assert_allclose(cal.apply(sums, 12.0, w), measured, rtol=0.01)
     assert Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
@@ -204,6 +209,40 @@ def test_cache_term_finds_where_weights_outgrow_the_cache():
     assert abs(flat.per_weight_mb_over_cache) < 1e-6 or flat.cache_mb == float("inf")
     assert Calibration.from_dict(json.loads(json.dumps(flat.to_dict()))).apply(5.0, 12, 50.0) == \
         pytest.approx(float(flat.apply(5.0, 12, 50.0)))
+
+
+def test_calibrations_saved_before_the_smooth_form_keep_their_hard_knee():
+    """A table calibrated with the hard knee (no cache_form stored) estimates as it did."""
+    old = {"scale": 1.1, "per_block_ms": 0.0, "per_weight_mb": 0.01, "per_weight_mb_over_cache": 0.08,
+           "cache_mb": 40.0, "offset_ms": -0.3, "n": 80}
+    cal = Calibration.from_dict(old)
+    assert cal.cache_form == "hard"
+    assert cal.apply(5.0, 12, 50.0) == pytest.approx(1.1 * 5.0 + 0.01 * 50.0 + 0.08 * 10.0 - 0.3)
+    with pytest.raises(ValueError, match="cache_form must be one of"):
+        Calibration.from_dict({**old, "cache_form": "lru"})
+
+
+def test_onnxruntime_validation_exports_each_network_once(tmp_path, monkeypatch):
+    """Real ONNX Runtime passes: each network is exported once and timed in a fresh session every
+    pass (the export costs seconds, the timing milliseconds)."""
+    import tempfile
+
+    import gpunet.export.onnx as onnx_export
+
+    pytest.importorskip("onnxruntime")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the exported graphs go meanwhile
+    space = _tiny()
+    vectors = space.sample(4, seed=3)
+    _synthetic_lut(tmp_path / "ort.db", space, vectors, backend="onnxruntime")
+    exports, real = [], onnx_export.export_onnx_proto
+    monkeypatch.setattr(onnx_export, "export_onnx_proto", lambda *a, **k: exports.append(a[1]) or real(*a, **k))
+    report = validate_lut(str(tmp_path / "ort.db"), "onnxruntime", n=4, space=space, seed=3, build_missing=False,
+                          iters=3, warmup=1, threads=1, progress=False, passes=3)
+    assert exports == [(1, 3, 32, 32)] * 4
+    assert report.passes == 3 and len(report.measured_median_ms) == 4 and all(m > 0 for m in report.measured_ms)
+    assert list(scratch.iterdir()) == []  # the exported graphs are gone
 
 
 def test_networks_are_measured_in_passes_and_keep_their_median(tmp_path):

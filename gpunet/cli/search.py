@@ -57,8 +57,9 @@ def register(subparsers) -> None:
                    help="measure the networks' blocks again, keeping the lower latency (busy machines)")
     v.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="median (default) or min of the timed runs, for blocks and networks alike")
-    v.add_argument("--passes", type=int, default=3,
-                   help="end-to-end passes over the networks; each keeps its median (default 3)")
+    v.add_argument("--passes", type=int, default=5,
+                   help="end-to-end passes over the networks, each in a fresh session; each network keeps its "
+                        "median (default 5)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(handler=_validate, space_default="small")
 
@@ -165,7 +166,8 @@ def _validate(args) -> int:
             ["within ±10%, calibrated (LOO)", f"{report.within_10pct_calibrated:.0%}"],
             ["within ±10%, calibrated (in sample)", f"{report.within_10pct_in_sample:.0%}"],
             ["within ±10%, 3-term calibration (LOO)", f"{report.within_10pct_three_term:.0%}"],
-            ["calibration", ", ".join(f"{k}={v:.4g}" for k, v in report.calibration.items() if v is not None)],
+            ["calibration", ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                                      for k, v in report.calibration.items() if v is not None)],
             ["blocks measured now", report.blocks_measured], ["seconds", f"{report.seconds:.0f}"],
             ["load average (blocks, networks, end)", ", ".join(f"{x:.2f}" for x in report.load_avg)],
             ["spread of timed runs (p90/median-1)", f"{report.run_spread:.1%}"],

@@ -30,16 +30,19 @@ _CHUNK = 1 << 18
 @dataclass
 class Calibration:
     """``end_to_end ~= scale * table_sum + per_block_ms * n_blocks + per_weight_mb * weight_mb
-    + per_weight_mb_over_cache * max(weight_mb - cache_mb, 0) + offset_ms``.
+    + per_weight_mb_over_cache * missed_mb(weight_mb) + offset_ms``.
 
     The per-block term absorbs what every standalone block measurement pays and a whole network
     does not (runtime call overhead, layout reorders at the block's edges). The weight terms are
     what a block timed alone does not pay: its weights stay in cache between timed runs, while
     inside a network the other blocks' weights evict them, so each image re-reads the network's
     weights from further away (``weight_mb``: the network's weight megabytes, see
-    :func:`~gpunet.search.costmodel.block_weight_bytes`). Beyond the share of the last-level
-    cache a network can keep (``cache_mb``, fitted) weights come from DRAM on every image and
-    cost more per megabyte. ``per_weight_mb=0`` is the older three-term form.
+    :func:`~gpunet.search.costmodel.block_weight_bytes`). Past the share of the last-level cache
+    a network can keep (``cache_mb``, fitted) weights come from DRAM and cost more per megabyte:
+    ``missed_mb`` is ``max(w - cache_mb, 0) ** 2 / w`` (``cache_form='smooth'``: nothing at the
+    threshold, about one DRAM megabyte per extra megabyte far above it; a shared cache does not
+    drop all of a network's weights at once) or ``max(w - cache_mb, 0)`` (``'hard'``, tables
+    calibrated before the smooth form). ``per_weight_mb=0`` is the older three-term form.
     """
 
     scale: float = 1.0
@@ -49,10 +52,15 @@ class Calibration:
     per_weight_mb: float = 0.0
     per_weight_mb_over_cache: float = 0.0
     cache_mb: float = float("inf")
+    cache_form: str = "smooth"
+
+    def __post_init__(self):
+        if self.cache_form not in CACHE_FORMS:
+            raise ValueError(f"calibration cache_form must be one of {CACHE_FORMS}, got {self.cache_form!r}")
 
     def apply(self, table_sum_ms, n_blocks, weight_mb=0.0) -> np.ndarray:
         w = np.asarray(weight_mb, dtype=np.float64)
-        over = np.maximum(w - self.cache_mb, 0.0) if np.isfinite(self.cache_mb) else np.zeros_like(w)
+        over = missed_mb(w, self.cache_mb, self.cache_form) if np.isfinite(self.cache_mb) else np.zeros_like(w)
         return (self.scale * np.asarray(table_sum_ms) + self.per_block_ms * np.asarray(n_blocks)
                 + self.per_weight_mb * w + self.per_weight_mb_over_cache * over + self.offset_ms)
 
@@ -65,8 +73,8 @@ class Calibration:
         for: on ONNX Runtime CPU it is nearly collinear with the others and made fits on 20
         networks unstable across seeds); without it, the older scale, per-block and offset.
         ``cache`` (default: with ``weight_mb`` and at least :data:`MIN_NETWORKS_CACHE_TERM`
-        networks) adds the DRAM term, its ``cache_mb`` chosen on a 1 MB grid inside the observed
-        weight range (at least 5 networks each side) by the same least squares.
+        networks) adds the DRAM term (the smooth form), its ``cache_mb`` chosen on a 1 MB grid
+        inside the observed weight range (at least 5 networks each side) by the same least squares.
         """
         x = np.asarray(table_sum_ms, dtype=np.float64)
         nb = np.asarray(n_blocks, dtype=np.float64)
@@ -98,7 +106,7 @@ class Calibration:
             w_ok = np.sort(wm[ok])
             lo, hi = (np.floor(w_ok[4]), np.ceil(w_ok[-6])) if len(w_ok) >= 11 else (1.0, 0.0)
             for cache_mb in np.arange(lo, hi + 0.5, 1.0):
-                trial = {**cols, "per_weight_mb_over_cache": np.maximum(wm - cache_mb, 0.0)}
+                trial = {**cols, "per_weight_mb_over_cache": missed_mb(wm, cache_mb, "smooth")}
                 c, sse = solve(trial)
                 if sse < best and c[-1] > 0:  # a cache term that lowers the error and costs time
                     best, fitted = sse, {**{name: float(v) for name, v in zip(trial, c)}, "cache_mb": float(cache_mb)}
@@ -107,7 +115,7 @@ class Calibration:
     def to_dict(self) -> Dict[str, Any]:
         return {"scale": self.scale, "per_block_ms": self.per_block_ms, "per_weight_mb": self.per_weight_mb,
                 "per_weight_mb_over_cache": self.per_weight_mb_over_cache,
-                "cache_mb": self.cache_mb if np.isfinite(self.cache_mb) else None,
+                "cache_mb": self.cache_mb if np.isfinite(self.cache_mb) else None, "cache_form": self.cache_form,
                 "offset_ms": self.offset_ms, "n": self.n}
 
     @classmethod
@@ -115,7 +123,18 @@ class Calibration:
         cache = d.get("cache_mb")
         return cls(float(d["scale"]), float(d["per_block_ms"]), float(d["offset_ms"]), int(d.get("n", 0)),
                    float(d.get("per_weight_mb", 0.0)), float(d.get("per_weight_mb_over_cache", 0.0)),
-                   float("inf") if cache is None else float(cache))
+                   float("inf") if cache is None else float(cache), d.get("cache_form", "hard"))
+
+
+#: how weights past the cache share are priced (see :class:`Calibration`)
+CACHE_FORMS = ("smooth", "hard")
+
+
+def missed_mb(weight_mb, cache_mb: float, form: str = "smooth") -> np.ndarray:
+    """Megabytes of a network's weights read from DRAM per image, for a cache share of ``cache_mb``."""
+    w = np.asarray(weight_mb, dtype=np.float64)
+    over = np.maximum(w - cache_mb, 0.0)
+    return over if form == "hard" else over * over / np.maximum(w, 1e-9)
 
 
 #: networks a calibration needs before it also fits where the weights outgrow the cache (4 terms
