@@ -59,6 +59,30 @@ def test_benchmark_native_resolution_default():
     assert r.input_shape == (1, 3, 320, 320)
 
 
+def test_benchmark_times_a_given_onnx_graph_without_exporting(monkeypatch):
+    """An exported graph is timed as given (a fresh session, no second export); one of another
+    input shape, or with a backend that does not run ONNX, is refused."""
+    pytest.importorskip("onnxruntime")
+    import gpunet.latency.bench as bench
+    from gpunet.export.onnx import export_onnx_proto
+
+    graph = export_onnx_proto(_net(), (1, 3, 32, 32))
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(bench, "export_onnx_proto", no_export)
+    r = benchmark(_net(), backend="onnxruntime", input_shape=(3, 32, 32), warmup=1, iters=4, threads=1,
+                  onnx_graph=graph)
+    _check_stats(r, 4)
+    with pytest.raises(ValueError, match=r"onnx_graph takes input \[1, 3, 32, 32\], not the \[1, 3, 64, 64\]"):
+        benchmark(_net(), backend="onnxruntime", input_shape=(3, 64, 64), onnx_graph=graph)
+    with pytest.raises(ValueError, match="onnx_graph applies to the onnxruntime and openvino backends"):
+        benchmark(_net(), backend="torch", input_shape=(3, 32, 32), onnx_graph=graph)
+    with pytest.raises(AssertionError, match="exported again"):  # without a graph it does export
+        benchmark(_net(), backend="onnxruntime", input_shape=(3, 32, 32), iters=1, threads=1)
+
+
 def test_benchmark_bad_input():
     with pytest.raises(ValueError, match="unknown backend 'tflite'"):
         benchmark(_net(), backend="tflite", input_shape=(3, 8, 8))

@@ -139,7 +139,8 @@ def make_runner(model: nn.Module, input_shape: Sequence[int], backend: str, prec
                 threads: Optional[int], workdir: str, proto: Any = None) -> Tuple[Callable[[], Any], str]:
     """A zero-argument callable running one inference, and a description of what is timed.
 
-    ``proto``: an ONNX graph to run instead of exporting ``model`` (the INT8 QDQ graph).
+    ``proto``: an ONNX graph to run instead of exporting ``model`` (the INT8 QDQ graph, or the
+    model exported once and timed again in a fresh session).
     """
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
     if precision == "int8" and backend in ("onnxruntime", "openvino"):
@@ -161,7 +162,7 @@ def make_runner(model: nn.Module, input_shape: Sequence[int], backend: str, prec
     if backend == "torch":
         return _torch_runner(model, x, precision, threads), "host wall clock, PyTorch eager, inference_mode"
     if backend == "onnxruntime":
-        proto = export_onnx_proto(model, input_shape)
+        proto = export_onnx_proto(model, input_shape) if proto is None else proto
         return _ort_runner(proto, x.numpy(), threads), "host wall clock, ONNX Runtime CPU session.run"
     if backend == "openvino":
         from ..export.openvino import openvino_precisions
@@ -170,7 +171,7 @@ def make_runner(model: nn.Module, input_shape: Sequence[int], backend: str, prec
         if precision not in openvino_precisions():  # fail before the (slow) export
             raise ValueError(f"precision {precision!r} is not supported by OpenVINO on this CPU (supported here: "
                              f"{', '.join(openvino_precisions())}; bf16 needs AVX512-BF16 or AMX)")
-        proto = export_onnx_proto(model, input_shape)
+        proto = export_onnx_proto(model, input_shape) if proto is None else proto
         return _openvino_runner(proto, x.numpy(), precision, threads), "host wall clock, OpenVINO CPU infer request"
     raise AssertionError(backend)
 
@@ -208,7 +209,8 @@ def _tensorrt_times(model: nn.Module, input_shape: Sequence[int], precision: str
 def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime", batch_size: int = 1,
               resolution: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
               precision: str = "fp32", warmup: int = 10, iters: int = 50, threads: Optional[int] = None,
-              progress: bool = False, calib_data: Any = None, calib_size: int = 300) -> BenchmarkResult:
+              progress: bool = False, calib_data: Any = None, calib_size: int = 300,
+              onnx_graph: Any = None) -> BenchmarkResult:
     """Measure inference latency of a hub model, GPUNet, or any ``nn.Module``.
 
     Args:
@@ -224,6 +226,11 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
         calib_data / calib_size: ``int8`` only: calibration images (folder or tensors, see
             :func:`gpunet.quantize`); without them the graph is calibrated on random inputs,
             valid for speed only, which ``result.calibration`` says.
+        onnx_graph: ``onnxruntime`` / ``openvino`` at fp32 or bf16 only: the ONNX ``ModelProto``
+            of ``model`` at this input shape (e.g. from :func:`gpunet.export.onnx.export_onnx_proto`)
+            to time instead of exporting again. The export takes seconds and the timing a fraction
+            of one, so re-timing one network in fresh sessions (``gpunet lut validate``'s passes)
+            exports it once.
     """
     if backend not in PRECISIONS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -234,11 +241,19 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
     _check_int("iters", iters, 1)
     if calib_data is not None and precision != "int8":
         raise ValueError(f"calib_data applies to precision 'int8' only, not {precision!r}")
+    if onnx_graph is not None and (backend not in ("onnxruntime", "openvino") or precision == "int8"):
+        raise ValueError(f"onnx_graph applies to the onnxruntime and openvino backends at fp32 / bf16 only, "
+                         f"not {backend!r} at {precision!r}")
     threads = _resolve_threads(threads, backend)
     model, shape, name = resolve_model_input(model_or_name, batch_size, resolution, input_shape)
+    if onnx_graph is not None:
+        dims = [d.dim_value or None for d in onnx_graph.graph.input[0].type.tensor_type.shape.dim]
+        if len(dims) != len(shape) or any(d is not None and d != s for d, s in zip(dims, shape)):
+            raise ValueError(f"onnx_graph takes input {dims}, not the {list(shape)} asked for; export it at "
+                             f"this shape")
     date = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     workdir = tempfile.mkdtemp(prefix="gpunet-bench-")
-    proto = calibration = trt_info = None
+    proto, calibration, trt_info = onnx_graph, None, None
     try:
         if backend == "tensorrt":
             _tensorrt_half(precision, shape[0])  # install hint / option errors before export or calibration

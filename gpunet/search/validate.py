@@ -18,6 +18,8 @@ report (and the saved calibration) carry ``busy`` and the reasons.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -140,15 +142,18 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
                  build_missing: bool = True, save_calibration: bool = True, plot: Optional[str] = None,
                  progress: Optional[bool] = None, statistic: str = "median", refresh_blocks: bool = False,
                  measure_network: Optional[Callable[[Any], float]] = None,
-                 precision: str = "fp32", passes: int = 3) -> ValidationReport:
+                 precision: str = "fp32", passes: int = 5) -> ValidationReport:
     """Measure ``n`` sampled networks end to end and compare with the table's estimate.
 
     ``precision``: the backend precision blocks and networks run in (e.g. ``bf16`` on OpenVINO); a
     table's calibration (and the networks kept for it) belong to one precision.
     ``passes``: the networks are measured in this many passes over all of them and each keeps the
-    median of its passes: a weight-heavy network's time moves by up to 10 % between runs seconds
-    apart (cache residency), which one pass would put into the calibration's error.
+    median of its passes: a weight-heavy network's time moves by up to 15 % between runtime
+    sessions minutes apart (which of its weights stay in a shared cache), which one pass would put
+    into the calibration's error. On ONNX Runtime / OpenVINO each network is exported once and
+    every pass times it in a fresh session (the export costs seconds, the timing a fraction).
     """
+    from ..export.onnx import export_onnx_proto
     from ..model import build_model
     from ..latency import benchmark, device_fingerprint
 
@@ -175,11 +180,23 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
             and stored.get("precision", "fp32") == precision else None
         spreads, both = [], []
 
+        graphs = ""  # a temporary folder, made just before the passes
+        exported: Dict[int, str] = {}  # id(spec) -> its ONNX file, exported once for all passes
+
         if measure_network is None:
             def measure_network(spec):
-                result = benchmark(build_model(spec), backend=backend, input_shape=(1, 3, spec.resolution,
-                                                                                    spec.resolution),
-                                   iters=iters, warmup=warmup, threads=threads, precision=precision)
+                model, shape = build_model(spec), (1, 3, spec.resolution, spec.resolution)
+                graph = None
+                if backend in ("onnxruntime", "openvino") and precision != "int8":
+                    import onnx
+
+                    if id(spec) not in exported:
+                        path = os.path.join(graphs, f"{len(exported)}.onnx")
+                        onnx.save(export_onnx_proto(model, shape), path)
+                        exported[id(spec)] = path
+                    graph = onnx.load(exported[id(spec)])
+                result = benchmark(model, backend=backend, input_shape=shape, iters=iters, warmup=warmup,
+                                   threads=threads, precision=precision, onnx_graph=graph)
                 spreads.append(result.p90_ms / result.median_ms - 1.0)
                 both.append((result.median_ms, result.min_ms))
                 return result.min_ms if statistic == "min" else result.median_ms
@@ -191,13 +208,17 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         bar = tqdm(total=n * passes, desc="end-to-end", unit="net",
                    disable=(not progress) if progress is not None else None)
         per_pass = []
-        for _ in range(passes):  # whole passes, so drift over minutes touches every network alike
-            row = []
-            for spec in specs:
-                row.append(measure_network(spec))
-                bar.update(1)
-            per_pass.append(row)
-        bar.close()
+        graphs = tempfile.mkdtemp(prefix="gpunet-validate-")
+        try:
+            for _ in range(passes):  # whole passes, so drift over minutes touches every network alike
+                row = []
+                for spec in specs:
+                    row.append(measure_network(spec))
+                    bar.update(1)
+                per_pass.append(row)
+        finally:
+            bar.close()
+            shutil.rmtree(graphs, ignore_errors=True)
         per_pass = np.array(per_pass, dtype=np.float64)
         measured = np.median(per_pass, axis=0)
         pass_spread = float(np.median((per_pass.max(0) - per_pass.min(0)) / measured)) if passes > 1 else 0.0
