@@ -243,6 +243,23 @@ def test_onnxruntime_validation_exports_each_network_once(tmp_path, monkeypatch)
     assert exports == [(1, 3, 32, 32)] * 4
     assert report.passes == 3 and len(report.measured_median_ms) == 4 and all(m > 0 for m in report.measured_ms)
     assert list(scratch.iterdir()) == []  # the exported graphs are gone
+    # the cache share was probed before each pass and after the last, and kept with networks and calibration
+    assert len(report.cache_share_mb) == 4 and all(x >= 4 for x in report.cache_share_mb)
+    with LatencyTable(str(tmp_path / "ort.db")) as t:
+        share = float(np.median(report.cache_share_mb))
+        assert [e["cache_share_mb"] for e in t.get_meta("validation_networks")] == [share] * 4
+        # the calibration's share is over the networks it was fitted on (a busy run's are left out)
+        assert t.get_meta("calibration")["cache_share_mb"] == (None if report.busy else share)
+
+
+def test_a_moved_cache_share_is_reported():
+    from gpunet.search.validate import cache_notes
+
+    assert cache_notes([64.0, 64.0, 96.0], 48.0, 34.0) == []  # within 1.5x
+    note = cache_notes([96.0, 96.0], 48.0, 34.0)
+    assert len(note) == 1 and "96 MB now and 48 MB when" in note[0] and "more than 34 MB of weights" in note[0]
+    assert len(cache_notes([24.0], 48.0, float("inf"))) == 1
+    assert cache_notes([], 48.0, 34.0) == [] and cache_notes([96.0], None, 34.0) == []
 
 
 def test_networks_are_measured_in_passes_and_keep_their_median(tmp_path):
@@ -263,6 +280,7 @@ def test_networks_are_measured_in_passes_and_keep_their_median(tmp_path):
     assert len(calls) == 18 and [c.name for c in calls[:6]] == [c.name for c in calls[6:12]]
     np.testing.assert_allclose(report.measured_ms, [2.0 * _hand_sum(s)[0] for s in specs], rtol=1e-12)
     assert report.passes == 3 and report.pass_spread == pytest.approx(0.4)
+    assert report.cache_share_mb == []  # the caller measured: this machine's cache says nothing about it
     assert report.within_10pct_calibrated == 1.0
     with pytest.raises(ValueError, match="passes must be a positive integer"):
         validate_lut(str(tmp_path / "t.db"), "torch", n=6, space=space, build_missing=False, passes=0,

@@ -173,6 +173,10 @@ def _validate(args) -> int:
             ["spread of timed runs (p90/median-1)", f"{report.run_spread:.1%}"],
             [f"spread between {report.passes} passes (max-min)/median", f"{report.pass_spread:.1%}"],
             ["machine", "BUSY: " + "; ".join(report.warnings) if report.busy else "quiet"]]
+    if report.cache_share_mb:
+        rows.insert(-1, ["last-level cache share, probed (MB)", ", ".join(f"{x:.0f}" for x in report.cache_share_mb)])
+    for note in report.cache_notes:
+        rows.append(["cache", note])
     if report.within_10pct_stored is not None:
         rows.insert(8, ["within ±10%, table's earlier calibration (held out)",
                         f"{report.within_10pct_stored:.0%} (mean |error| {report.mean_abs_error_stored:.1%})"])

@@ -13,7 +13,10 @@ on these networks: a held-out check.
 
 Timings from a busy machine are not silently mixed in: the load average is sampled while
 blocks and networks are measured and the spread of each network's timed runs is kept; the
-report (and the saved calibration) carry ``busy`` and the reasons.
+report (and the saved calibration) carry ``busy`` and the reasons. Nor can the load average see
+other tenants of a shared last-level cache, which change what weight-heavy networks pay: the
+cache share is probed (:func:`~gpunet.latency.cacheshare.cache_share`) around the passes, kept
+with the networks and the calibration, and a move since the calibration was fitted is reported.
 """
 from __future__ import annotations
 
@@ -70,6 +73,9 @@ class ValidationReport:
     precision: str = "fp32"
     passes: int = 1  # end-to-end passes over the networks; measured_ms is each network's median
     pass_spread: float = 0.0  # median over networks of (slowest - fastest pass) / median
+    # last-level cache share (MB) probed before the passes and after each (our own measurements only)
+    cache_share_mb: List[float] = field(default_factory=list)
+    cache_notes: List[str] = field(default_factory=list)  # the share moved since the stored calibration
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -124,6 +130,25 @@ BUSY_SPREAD = 0.15
 _load1 = load_average
 
 
+#: a cache share this many times larger or smaller than the one a calibration was fitted under is
+#: reported: weight-heavy networks then pay another DRAM cost than the calibration learnt
+CACHE_SHARE_RATIO = 1.5
+
+
+def cache_notes(now_mb: List[float], fitted_mb: Optional[float], cache_mb: Optional[float]) -> List[str]:
+    """Why weight-heavy networks measured now may not match a calibration fitted under another
+    cache share (other tenants of a shared last-level cache); empty when nothing moved."""
+    if not now_mb or not fitted_mb:
+        return []
+    now = float(np.median(now_mb))
+    if max(now, fitted_mb) / min(now, fitted_mb) < CACHE_SHARE_RATIO:
+        return []
+    heavy = f"more than {cache_mb:.0f} MB" if cache_mb and np.isfinite(cache_mb) else "many MB"
+    return [f"the last-level cache share was {now:.0f} MB now and {fitted_mb:.0f} MB when the table's "
+            f"calibration was fitted (other tenants of a shared cache?): networks with {heavy} of weights pay "
+            f"another DRAM cost than it learnt"]
+
+
 def busy_reasons(load_avg: List[float], spread: float, threads: Optional[int]) -> List[str]:
     """Why the timings of a run cannot be trusted (empty when the machine looked quiet)."""
     out = []
@@ -156,6 +181,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     from ..export.onnx import export_onnx_proto
     from ..model import build_model
     from ..latency import benchmark, device_fingerprint
+    from ..latency.cacheshare import cache_share
 
     if n < 4:
         raise ValueError(f"validation needs n >= 4 networks (calibration is leave-one-out), got {n}")
@@ -175,15 +201,16 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         threads = table.get_meta("threads", threads)
         est = LatencyEstimator(table, space, precision=precision, fill="error", calibration=False,
                                statistic=statistic).estimate(vectors)
-        stored = table.get_meta("calibration")
-        stored = Calibration.from_dict(stored) if stored and stored.get("statistic", "median") == statistic \
-            and stored.get("precision", "fp32") == precision else None
+        stored_meta = table.get_meta("calibration")
+        stored = Calibration.from_dict(stored_meta) if stored_meta and stored_meta.get("statistic", "median") == \
+            statistic and stored_meta.get("precision", "fp32") == precision else None
         spreads, both = [], []
 
         graphs = ""  # a temporary folder, made just before the passes
         exported: Dict[int, str] = {}  # id(spec) -> its ONNX file, exported once for all passes
 
-        if measure_network is None:
+        own_timing = measure_network is None
+        if own_timing:
             def measure_network(spec):
                 model, shape = build_model(spec), (1, 3, spec.resolution, spec.resolution)
                 graph = None
@@ -207,15 +234,20 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         specs = [space.decode(v) for v in vectors]
         bar = tqdm(total=n * passes, desc="end-to-end", unit="net",
                    disable=(not progress) if progress is not None else None)
-        per_pass = []
+        per_pass, shares = [], []
+        probe = own_timing and backend != "tensorrt"  # the CPU cache our own timings ran in
         graphs = tempfile.mkdtemp(prefix="gpunet-validate-")
         try:
             for _ in range(passes):  # whole passes, so drift over minutes touches every network alike
+                if probe:
+                    shares.append(cache_share().mb)
                 row = []
                 for spec in specs:
                     row.append(measure_network(spec))
                     bar.update(1)
                 per_pass.append(row)
+            if probe:
+                shares.append(cache_share().mb)
         finally:
             bar.close()
             shutil.rmtree(graphs, ignore_errors=True)
@@ -225,6 +257,8 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         load_avg.append(_load1())
         spread = float(np.median(spreads)) if spreads else float("nan")
         reasons = busy_reasons(load_avg, spread, threads)
+        notes = cache_notes(shares, stored_meta.get("cache_share_mb") if stored is not None else None,
+                            stored.cache_mb if stored is not None else None)
         sums, nblocks, weight_mb = est.table_sum_ms, est.n_blocks.astype(np.float64), est.weight_mb
         # the weight term only once leave-one-out leaves enough networks to fit four terms
         kept, earlier = _earlier_networks(table, space, statistic, vectors, precision)
@@ -240,18 +274,25 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         loo3 = _loo_calibrated(sums, nblocks, measured)
         if save_calibration:
             new = [{"vector": [int(x) for x in v], "measured_ms": float(m), "space": space.name,
-                    "statistic": statistic, "precision": precision, "seed": seed, "busy": bool(reasons)}
+                    "statistic": statistic, "precision": precision, "seed": seed, "busy": bool(reasons),
+                    **({"cache_share_mb": float(np.median(shares))} if shares else {})}
                    for v, m in zip(vectors, measured)]
             now = {tuple(e["vector"]) for e in new}
             kept = [e for e in kept if not (tuple(e.get("vector", ())) in now and e.get("space") == space.name
                                             and e.get("statistic") == statistic
                                             and e.get("precision", "fp32") == precision)] + new
-            table.set_meta("validation_networks", kept[-MAX_KEPT_NETWORKS:])
+            kept = kept[-MAX_KEPT_NETWORKS:]
+            table.set_meta("validation_networks", kept)
+            fitted_shares = [e["cache_share_mb"] for e in kept if "cache_share_mb" in e and not e.get("busy")
+                             and e.get("space") == space.name and e.get("statistic") == statistic
+                             and e.get("precision", "fp32") == precision]
             table.set_meta("calibration", {**calibration.to_dict(), "space": space.name, "statistic": statistic,
                                            "precision": precision,
                                            "seed": seed, "fitted_at": time.time(), "busy": bool(reasons),
                                            "resolutions": [int(min(space.resolutions)), int(max(space.resolutions))],
-                                           "warnings": reasons, "load_avg": load_avg})
+                                           "warnings": reasons, "load_avg": load_avg,
+                                           "cache_share_mb": float(np.median(fitted_shares)) if fitted_shares
+                                           else None})
         device_id = table.device_id
 
     from scipy.stats import spearmanr
@@ -280,7 +321,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         mean_abs_error_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored))),
         measured_median_ms=both_stats[0], measured_min_ms=both_stats[1],
         load_avg=load_avg, run_spread=spread, busy=bool(reasons), warnings=reasons, precision=precision,
-        passes=passes, pass_spread=pass_spread)
+        passes=passes, pass_spread=pass_spread, cache_share_mb=shares, cache_notes=notes)
     if plot:
         plot_validation(report, plot)
         report.plot = plot
