@@ -206,8 +206,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
             statistic and stored_meta.get("precision", "fp32") == precision else None
         spreads, both = [], []
 
-        graphs = ""  # a temporary folder, made just before the passes
-        exported: Dict[int, str] = {}  # id(spec) -> its ONNX file, exported once for all passes
+        exported: Dict[int, str] = {}  # id(spec) -> its ONNX file in `graphs`, exported once for all passes
 
         own_timing = measure_network is None
         if own_timing:
