@@ -147,22 +147,22 @@ class LatencyTable:
             raise LUTError(f"creating latency table {self.path} needs backend and device fingerprint")
         if exists and os.path.isdir(self.path):
             raise LUTError(f"latency table {self.path} is a directory, expected an SQLite file")
-        try:
-            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-            self._conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
-            # A file without tables is one another process is creating right now (its WAL header
-            # lands before its schema): with create=True finish it; the schema is idempotent.
-            empty = exists and self._check_file(allow_empty=create and backend is not None
-                                                and fingerprint is not None)
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            if not exists or empty:
-                self._create(backend, fingerprint)
-        except sqlite3.DatabaseError as e:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            raise LUTError(f"latency table {self.path} is not a readable gpunet lookup table "
-                           f"(SQLite: {e}); delete it or rebuild it with `gpunet lut build`") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._open(exists, create, backend, fingerprint, timeout)
+                break
+            except sqlite3.DatabaseError as e:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                # switching a file to WAL while another process creates it fails at once with
+                # "locked" (SQLite's busy handler does not cover it): open again until the timeout
+                if "locked" in str(e) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+                    continue
+                raise LUTError(f"latency table {self.path} is not a readable gpunet lookup table "
+                               f"(SQLite: {e}); delete it or rebuild it with `gpunet lut build`") from None
         self.meta = self._read_meta()
         if backend is not None and backend != self.backend:
             raise LUTDeviceMismatch(f"latency table {self.path} holds {self.backend!r} latencies, not {backend!r}")
@@ -172,6 +172,18 @@ class LatencyTable:
             self._writable = True
 
     # -- creation / checks ---------------------------------------------------------------------
+    def _open(self, exists: bool, create: bool, backend: Optional[str], fingerprint: Optional[Dict[str, Any]],
+              timeout: float) -> None:
+        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        self._conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
+        # A file without tables is one another process is creating right now (its WAL header
+        # lands before its schema): with create=True finish it; the schema is idempotent.
+        empty = exists and self._check_file(allow_empty=create and backend is not None and fingerprint is not None)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        if not exists or empty:
+            self._create(backend, fingerprint)
+
     def _create(self, backend: str, fingerprint: Dict[str, Any]) -> None:
         with self._transaction():
             for statement in _SCHEMA.split(";"):
