@@ -32,8 +32,10 @@ def main() -> None:
 
     from gpunet.cli._fmt import format_table
     from gpunet.search import SearchSpace
-    from gpunet.search.costmodel import RooflineModel
-    from gpunet.search.estimate import Calibration, LatencyEstimator, block_slots, unpack_codes, _unpack_fields
+    from gpunet.search.lut.costmodel import RooflineModel
+    from gpunet.search.lut.calibration import Calibration
+    from gpunet.search.lut.codes import block_slots, unpack_codes, unpack_fields
+    from gpunet.search.lut.estimate import LatencyEstimator
     from gpunet.search.lut import LatencyTable
 
     space = SearchSpace()
@@ -42,7 +44,7 @@ def main() -> None:
         t0 = time.perf_counter()
         vectors = space.sample(args.n, seed=args.seed)
         codes = np.unique(np.concatenate([s.codes[s.counts > 0] for s in block_slots(space, vectors)]))
-        f = _unpack_fields(codes)
+        f = unpack_fields(codes)
         ms = RooflineModel().predict({"kind": f["kind"], "cin": f["cin"], "cout": f["cout"], "k": f["k"],
                                       "stride": f["stride"], "e": f["e100"] / 100.0, "se": f["se"], "h": f["h"]})
         path = os.path.join(tmp, "bench.db")

@@ -74,7 +74,7 @@ def _find_cycle(graph):
 
 def test_no_import_cycle_in_gpunet():
     graph = _graph()
-    assert "gpunet.spec" in graph and "gpunet.search.codes" in graph
+    assert "gpunet.spec" in graph and "gpunet.search.lut.codes" in graph
     assert _find_cycle(graph) is None, " -> ".join(_find_cycle(graph))
 
 
@@ -91,7 +91,7 @@ def test_model_code_dependencies_point_one_way():
     graph = _graph()
     assert graph["gpunet.spec"] <= {"gpunet.errors", "gpunet._io"}
     assert "gpunet.model" not in graph["gpunet.builder"]
-    assert "gpunet.search.estimate" not in graph["gpunet.search.lut"]
+    assert "gpunet.search.lut.estimate" not in graph["gpunet.search.lut.table"]
     below = ("gpunet.weights", "gpunet.export", "gpunet.latency", "gpunet.search", "gpunet.train", "gpunet.cli")
     for mod in ("gpunet.spec", "gpunet.blocks", "gpunet.builder", "gpunet.model", "gpunet.nvidia"):
         assert not [d for d in graph[mod] if d.startswith(below)], mod

@@ -13,7 +13,9 @@ import pytest
 
 from gpunet.cli import main as cli_main
 from gpunet.search import SearchSpace
-from gpunet.search.estimate import Calibration, LatencyEstimator, block_slots, estimate_spec
+from gpunet.search.lut.calibration import Calibration
+from gpunet.search.lut.codes import block_slots
+from gpunet.search.lut.estimate import LatencyEstimator, estimate_spec
 from gpunet.search.lut import (BlockKey, LatencyTable, LUTDeviceMismatch, LUTError, build_lut, network_blocks,
                                spec_blocks)
 
@@ -226,12 +228,12 @@ def test_costmodel_fit_ranks_unseen_blocks():
     the power 0.9, per-kind launch costs, SE overhead, 10 % noise) and rank blocks it never saw."""
     from scipy.stats import spearmanr
 
-    from gpunet.search.costmodel import RooflineModel
-    from gpunet.search.estimate import _unpack_fields
+    from gpunet.search.lut.costmodel import RooflineModel
+    from gpunet.search.lut.codes import unpack_fields
 
     space = SearchSpace.small()
     codes = np.unique(np.concatenate([s.codes for s in block_slots(space, space.sample(64, seed=0))]))
-    f = _unpack_fields(codes)
+    f = unpack_fields(codes)
     fields = {"kind": f["kind"], "cin": f["cin"], "cout": f["cout"], "k": f["k"], "stride": f["stride"],
               "e": f["e100"] / 100.0, "se": f["se"], "h": f["h"]}
     cin, cout, k, s, e, h = (np.asarray(fields[n], dtype=np.float64) for n in ("cin", "cout", "k", "stride", "e", "h"))
@@ -372,7 +374,7 @@ def test_every_hub_model_has_table_keys_and_weight_bytes_match_the_model():
     from gpunet.hub import load_spec
     from gpunet.model import build_model
     from gpunet.registry import list_models
-    from gpunet.search.estimate import spec_weight_mb
+    from gpunet.search.lut.estimate import spec_weight_mb
 
     names = list_models()
     assert {"gpunet-d1", "gpunet-d2"} <= set(names)
@@ -410,7 +412,7 @@ def test_lut_build_and_estimate_for_a_distill_model(tmp_path, capsys):
         t.put_many((k, {"median_ms": _synthetic_value(k)}) for k in keys)
         assert estimate_spec(load_spec("gpunet-d1"), t) == pytest.approx(sum(_synthetic_value(k) for k in keys))
         t.set_meta("calibration", {**Calibration(2.0, 0.1, 0.5, 10, 0.25).to_dict(), "statistic": "median"})
-        from gpunet.search.estimate import spec_weight_mb
+        from gpunet.search.lut.estimate import spec_weight_mb
 
         assert estimate_spec(load_spec("gpunet-d1"), t, calibrate=True) == pytest.approx(
             2 * sum(_synthetic_value(k) for k in keys) + 0.1 * len(keys) + 0.25 * spec_weight_mb(keys) + 0.5)
@@ -437,7 +439,7 @@ def test_calibration_of_another_space_is_not_applied(tmp_path):
 def test_build_on_a_busy_machine_is_noted_in_the_table(tmp_path, monkeypatch):
     """The load average is read from the OS; here it is pinned to a busy value to check the
     table records the warning (measurements themselves are real ONNX Runtime runs)."""
-    import gpunet.search.lut as lut_mod
+    import gpunet.search.lut.build as lut_mod
 
     monkeypatch.setattr(lut_mod, "load_average", lambda: 5.0)
     counts = build_lut(str(tmp_path / "t.db"), _tiny_keys()[:1], "onnxruntime", iters=2, warmup=1, threads=1)

@@ -11,9 +11,9 @@ import pytest
 from gpunet.cli import main as cli_main
 from gpunet.latency import device_fingerprint
 from gpunet.search import SearchSpace
-from gpunet.search.estimate import Calibration
+from gpunet.search.lut.calibration import Calibration
 from gpunet.search.lut import LatencyTable, network_blocks, spec_blocks
-from gpunet.search.validate import plot_validation, validate_lut
+from gpunet.search.lut.validate import plot_validation, validate_lut
 
 
 def _tiny():
@@ -69,7 +69,7 @@ def test_calibration_belongs_to_its_precision(tmp_path):
     """A bf16 validation keys blocks, kept networks and the calibration by precision: an fp32
     estimate of the same table ignores that calibration, and an fp32 validation fits without
     the bf16 networks."""
-    from gpunet.search.estimate import LatencyEstimator
+    from gpunet.search.lut.estimate import LatencyEstimator
 
     space, path = _tiny(), str(tmp_path / "t.db")
     vectors = space.sample(8, seed=3)
@@ -144,7 +144,7 @@ def test_weight_term_is_recovered_and_held_out_calibration_scored(tmp_path):
     """'Measured' = 1.2 x sum + 0.5 ms per weight MB + 0.3 ms, the weight MB computed by hand from
     each network's keys: the vectorised estimator must report the same weight MB, the fit must
     find the terms, and a second seed scores the stored calibration (held out) as exact."""
-    from gpunet.search.estimate import spec_weight_mb
+    from gpunet.search.lut.estimate import spec_weight_mb
 
     space = _tiny()
     vectors = np.concatenate([space.sample(10, seed=s) for s in (3, 4)])
@@ -174,7 +174,7 @@ def test_weight_term_is_recovered_and_held_out_calibration_scored(tmp_path):
 
 
 def test_busy_machine_is_named_not_mixed_in():
-    from gpunet.search.validate import busy_reasons
+    from gpunet.latency.machine import busy_reasons
 
     assert busy_reasons([0.9, 1.1, 1.0], 0.03, threads=1) == []
     loaded = busy_reasons([0.9, 3.2, 2.0], 0.03, threads=1)
@@ -188,7 +188,7 @@ def test_cache_term_finds_where_weights_outgrow_the_cache():
     """'Measured' = 1.1 x sum + 0.01 ms/MB + 0.08 ms per DRAM MB (the smooth form past 40 MB)
     - 0.3 ms: with enough networks the fit finds the 40 MB threshold and the terms; with fewer it
     keeps the linear form; a calibration round-trips through the table's JSON."""
-    from gpunet.search.estimate import missed_mb
+    from gpunet.search.lut.calibration import missed_mb
 
     rng = np.random.default_rng(0)
     sums, w = rng.uniform(1.5, 12.0, 60), rng.uniform(10.0, 70.0, 60)
@@ -253,7 +253,7 @@ def test_onnxruntime_validation_exports_each_network_once(tmp_path, monkeypatch)
 
 
 def test_a_moved_cache_share_is_reported():
-    from gpunet.search.validate import cache_notes
+    from gpunet.latency.machine import cache_notes
 
     assert cache_notes([64.0, 64.0, 96.0], 48.0, 34.0) == []  # within 1.5x
     note = cache_notes([96.0, 96.0], 48.0, 34.0)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpunet.search.journal import Journal, candidate_id
-from gpunet.search.runner import SearchDriver, SearchRunError, SearchSettings, run_search, search_status
+from gpunet.search.engine.journal import Journal, candidate_id
+from gpunet.search.engine.driver import SearchDriver, SearchRunError, SearchSettings, run_search, search_status
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_local_engine_counts_failures_against_the_budget(pool, tmp_path):
     failed = [r for r in recs if r["value"] is None]
     assert st["completed"] == 8 == len(recs) and st["finished"] and st["failed"] == len(failed) >= 1
     assert all(r["error"].startswith("synthetic failure") for r in failed)
-    from gpunet.search.evaluators import synthetic_value
+    from gpunet.search.engine.evaluators import synthetic_value
 
     ok = [r for r in recs if r["value"] is not None]
     assert all(r["value"] == synthetic_value(r["vector"]) for r in ok)
@@ -156,8 +156,8 @@ def test_cli_errors_are_one_line(pool, tmp_path, capsys):
 
 
 def test_searcher_adapter_save_restore_gives_same_next_suggestion(pool, tmp_path):
-    from gpunet.search.algorithms import RandomSearch
-    from gpunet.search.ray_engine import make_searcher
+    from gpunet.search.engine.algorithms import RandomSearch
+    from gpunet.search.engine.ray_tune import make_searcher
 
     vectors = np.load(pool)["vectors"]
     s = make_searcher(RandomSearch(vectors, seed=3), max_trials=10)
@@ -269,7 +269,7 @@ def test_ray_search_survives_killed_worker_and_killed_head(pool, tmp_path, heads
     assert Path(out, "results.jsonl").read_bytes().startswith(before[:before.rfind(b"\n") + 1])
     killed = next(r for r in recs if r["candidate_id"] == cid)
     assert killed["retries"] >= 1 and killed["resumed_from"] >= 1  # restarted from its tune checkpoint
-    from gpunet.search.evaluators import SyntheticEvaluator, synthetic_value
+    from gpunet.search.engine.evaluators import SyntheticEvaluator, synthetic_value
 
     ev = SyntheticEvaluator(fail_rate=0.2)
     for r in recs:
@@ -341,7 +341,7 @@ class _Preempted(BaseException):
 def test_train_evaluator_resumes_from_the_engine_checkpoint_and_reports_nan_as_failure(pool, digits, tmp_path):
     import torch
 
-    from gpunet.search.evaluators import TrainEvaluator
+    from gpunet.search.engine.evaluators import TrainEvaluator
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a 1-CPU trial would; the machine is shared

@@ -148,7 +148,7 @@ def _build(args) -> int:
 
 
 def _validate(args) -> int:
-    from gpunet.search.validate import validate_lut
+    from gpunet.search.lut.validate import validate_lut
 
     report = validate_lut(args.lut, backend=args.backend, n=args.n, space=_space(args), seed=args.seed,
                           iters=args.iters, warmup=args.warmup, threads=args.threads,
@@ -231,7 +231,7 @@ def _sample(args) -> int:
     latency = np.full(n, np.nan)
     extra = {}
     if args.lut:
-        from gpunet.search.estimate import LatencyEstimator
+        from gpunet.search.lut.estimate import LatencyEstimator
 
         est = LatencyEstimator(args.lut, space, batch=args.batch, precision=args.precision, fill=args.fill,
                                calibration=not args.no_calibration, statistic=args.statistic)
@@ -334,7 +334,7 @@ def _register_search(subparsers) -> None:
 
 
 def _search_run(args) -> int:
-    from gpunet.search.runner import SearchSettings, run_search
+    from gpunet.search.engine.driver import SearchSettings, run_search
 
     lat = None
     if args.latency_ms:
@@ -375,14 +375,14 @@ def _print_status(st, as_json: bool) -> None:
 
 
 def _search_status(args) -> int:
-    from gpunet.search.runner import search_status
+    from gpunet.search.engine.driver import search_status
 
     _print_status(search_status(args.dir), args.json)
     return 0
 
 
 def _search_export(args) -> int:
-    from gpunet.search.export_winners import export_winners
+    from gpunet.search.engine.winners import export_winners
 
     rows = export_winners(args.dir, top=args.top, device=args.device, backend=args.backend,
                           measure=not args.no_measure, prefix=args.prefix, iters=args.iters)

@@ -6,7 +6,7 @@ a pooled vector reads as the network it encodes::
     [res, s0.filters, s1.kernel, s1.act, s1.layers,
      s2.filters, s2.kernel, s2.expansion, s2.se, s2.act, s2.layers, ... s7.layers]
 
-``act`` is an index into :data:`ACT_CODES` (0 = relu, 1 = swish) and ``se`` is 0/1. A stage
+``act`` is an index into :data:`gpunet.spec.ACTIVATIONS` (0 = relu, 1 = swish) and ``se`` is 0/1. A stage
 field set to ``None`` in a :class:`StageSpace` is not a gene (it takes the stage's ``fixed``
 value, or for ``filters`` the previous stage's width), which is how stage 0 has only a filters
 gene and stage 1 shares stage 0's width. Users define their own spaces by building a
@@ -26,10 +26,9 @@ import numpy as np
 from ..spec import ACTIVATIONS, LayerSpec, NetworkSpec, conv_padding
 from ..errors import GPUNetError
 
-__all__ = ["StageSpace", "SearchSpace", "Gene", "ACT_CODES", "SPACE_FORMAT", "SearchSpaceError"]
+__all__ = ["StageSpace", "SearchSpace", "Gene", "SPACE_FORMAT", "SearchSpaceError"]
 
 SPACE_FORMAT = "gpunet-space/1"
-ACT_CODES = ACTIVATIONS  # gene value i <-> activation name ACT_CODES[i]
 _FIELDS = ("filters", "kernel", "expansion", "se", "act", "layers")  # Table 2's order within a stage
 _DEFAULTS = {"kernel": 3, "expansion": 1, "se": 0, "act": "swish", "layers": 1}
 _SAMPLE_CHUNK = 1 << 16
@@ -161,8 +160,8 @@ class SearchSpace:
                 if ch is not None and (not ch or any(not isinstance(c, (int, np.integer)) or isinstance(c, bool)
                                                      for c in ch)):
                     raise bad(f"stage {i} field {name!r}: expected a non-empty list of integers, got {ch}")
-            if st.act is not None and (not st.act or any(a not in ACT_CODES for a in st.act)):
-                raise bad(f"stage {i} field 'act': expected names from {ACT_CODES}, got {st.act}")
+            if st.act is not None and (not st.act or any(a not in ACTIVATIONS for a in st.act)):
+                raise bad(f"stage {i} field 'act': expected names from {ACTIVATIONS}, got {st.act}")
             if st.layers is not None and min(st.layers) < 0:
                 raise bad(f"stage {i} field 'layers': counts must be >= 0")
             if st.kernel is not None and any(k < 1 or k % 2 == 0 for k in st.kernel):
@@ -181,7 +180,7 @@ class SearchSpace:
         for s, st in enumerate(self.stages):
             for name in st.searched():
                 ch = getattr(st, name)
-                values = tuple(ACT_CODES.index(a) for a in ch) if name == "act" else tuple(int(c) for c in ch)
+                values = tuple(ACTIVATIONS.index(a) for a in ch) if name == "act" else tuple(int(c) for c in ch)
                 genes.append(Gene(len(genes), s, name, values))
         return tuple(genes)
 
@@ -314,7 +313,7 @@ class SearchSpace:
         if bad.any():
             row, col = map(int, np.argwhere(bad)[0])
             g = self._genes[col]
-            shown = [ACT_CODES[c] + f"={c}" for c in g.choices] if g.field == "act" else list(g.choices)
+            shown = [ACTIVATIONS[c] + f"={c}" for c in g.choices] if g.field == "act" else list(g.choices)
             raise SearchSpaceError(
                 f"vector {row}: gene {col} ({g.name}) is {int(arr[row, col])}, expected one of {shown} "
                 f"({int(bad.any(axis=1).sum())} of {len(arr)} vectors invalid)")
@@ -361,7 +360,7 @@ class SearchSpace:
                 else:
                     out[name] = self.stage_config(arr, stage - 1)["filters"]
             elif name == "act":
-                out[name] = np.full(n, ACT_CODES.index(st.fixed_value("act")), dtype=np.int64)
+                out[name] = np.full(n, ACTIVATIONS.index(st.fixed_value("act")), dtype=np.int64)
             else:
                 out[name] = np.full(n, int(st.fixed_value(name)), dtype=np.int64)
         return out
@@ -380,7 +379,7 @@ class SearchSpace:
         cin = 3
         for s, st in enumerate(self.stages):
             cfg = {k: int(v[0]) for k, v in self.stage_config(arr, s).items()}
-            act = ACT_CODES[cfg["act"]]
+            act = ACTIVATIONS[cfg["act"]]
             if st.kind == "head":
                 layers.append(LayerSpec("head", cin, cfg["filters"], stride=st.stride, act=act, stage=s))
                 cin = cfg["filters"]
@@ -424,7 +423,7 @@ class SearchSpace:
         for s, st in enumerate(self.stages):
             if s == 0:
                 lay = [spec.stem]
-                cfg = {"filters": spec.stem.out_channels, "act": ACT_CODES.index(spec.stem.act or "swish"),
+                cfg = {"filters": spec.stem.out_channels, "act": ACTIVATIONS.index(spec.stem.act or "swish"),
                        "kernel": 3, "layers": 1}
             else:
                 lay = by_stage.get(s, [])
@@ -442,7 +441,7 @@ class SearchSpace:
                     e = first.expansion
                     cfg.update(filters=first.out_channels, kernel=first.kernel_size,
                                expansion=int(e) if float(e) == int(e) else e, se=int(first.se),
-                               act=ACT_CODES.index(first.act))
+                               act=ACTIVATIONS.index(first.act))
             for name in _FIELDS:
                 gi = self.gene_index(s, name)
                 if name not in cfg:
@@ -458,7 +457,7 @@ class SearchSpace:
                 elif name == "filters" and "filters" not in st.fixed:
                     if value != prev_filters:
                         raise bad(f"stage {s} must share the previous stage's width {prev_filters}, got {value}")
-                elif value != (ACT_CODES.index(st.fixed_value("act")) if name == "act" else st.fixed_value(name)):
+                elif value != (ACTIVATIONS.index(st.fixed_value("act")) if name == "act" else st.fixed_value(name)):
                     raise bad(f"stage {s} {name} = {value!r} but this space fixes it to {st.fixed_value(name)!r}")
             if cfg.get("filters") is not None:
                 prev_filters = cfg["filters"]

@@ -14,11 +14,13 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from ..spec import LAYER_KINDS
+from ...spec import LAYER_KINDS
 
 __all__ = ["RooflineModel", "block_ops", "block_weight_bytes"]
 
-_KIND_CODES = LAYER_KINDS  # block codes store indices into gpunet.spec's one table of kinds
+# block codes store a kind as its index into gpunet.spec.LAYER_KINDS
+HEAD, HEAD_LARGE, CONV, FUSED, IRB, TAIL = (LAYER_KINDS.index(k) for k in
+                                            ("head", "head_large", "conv", "fused_irb", "irb", "tail"))
 
 
 def _make_divisible8(v: np.ndarray) -> np.ndarray:
@@ -30,7 +32,7 @@ def _make_divisible8(v: np.ndarray) -> np.ndarray:
 def block_ops(f: Dict[str, np.ndarray], bytes_per_value: int = 4) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FLOPs, bytes moved and op count per block, from key field arrays.
 
-    ``f`` holds ``kind`` (index into head, head_large, conv, fused_irb, irb, tail), ``cin``,
+    ``f`` holds ``kind`` (index into :data:`gpunet.spec.LAYER_KINDS`), ``cin``,
     ``cout``, ``k``, ``stride``, ``e`` (expansion), ``se``, ``h`` (square input size), ``batch``.
     """
     kind = np.asarray(f["kind"])
@@ -55,13 +57,13 @@ def block_ops(f: Dict[str, np.ndarray], bytes_per_value: int = 4) -> Tuple[np.nd
         mem = mem + parts[1]
         ops = ops + parts[2]
 
-    head = (kind == 0) | (kind == 1)
+    head = (kind == HEAD) | (kind == HEAD_LARGE)
     add(conv(head, cin, cout, 3.0, h, hout))
-    add(conv(kind == 1, cout, cout, 3.0, hout, hout))
-    add(conv(kind == 1, cout, cout, 3.0, hout, hout))
-    add(conv(kind == 2, cin, cout, k, h, hout))
+    add(conv(kind == HEAD_LARGE, cout, cout, 3.0, hout, hout))
+    add(conv(kind == HEAD_LARGE, cout, cout, 3.0, hout, hout))
+    add(conv(kind == CONV, cin, cout, k, h, hout))
     mid = _make_divisible8(cin * e)
-    fused, irb = kind == 3, kind == 4
+    fused, irb = kind == FUSED, kind == IRB
     add(conv(fused, cin, mid, k, h, hout))
     add(conv(irb, cin, mid, 1.0, h, h))
     add(conv(irb, mid, mid, k, h, hout, groups="dw"))
@@ -69,10 +71,10 @@ def block_ops(f: Dict[str, np.ndarray], bytes_per_value: int = 4) -> Tuple[np.nd
     add((np.where(has_se, 4 * b * hout * hout * mid, 0), np.where(has_se, 3 * nbytes * b * hout * hout * mid, 0),
          has_se.astype(np.float64) * 3))
     add(conv(fused | irb, mid, cout, 1.0, hout, hout))
-    skip = (fused | irb | (kind == 2)) & (s == 1) & (cin == cout)
+    skip = (fused | irb | (kind == CONV)) & (s == 1) & (cin == cout)
     add((np.where(skip, b * hout * hout * cout, 0), np.where(skip, 3 * nbytes * b * hout * hout * cout, 0),
          skip.astype(np.float64)))
-    tail = kind == 5
+    tail = kind == TAIL
     add(conv(tail, cin, cout, 1.0, h, h))
     classes = np.asarray(f.get("classes", 1000), dtype=np.float64) * np.ones_like(h)
     add((np.where(tail, b * h * h * cout + 2 * b * cout * classes, 0),
@@ -88,17 +90,17 @@ def block_weight_bytes(f: Dict[str, np.ndarray], bytes_per_value: int = 4) -> np
 
     A block timed alone re-reads its weights from a warm cache on every run; inside a network
     they were evicted by the other blocks' weights since the previous image, so the table sum
-    misses a cost that grows with the network's weight bytes (see :class:`~.estimate.Calibration`).
+    misses a cost that grows with the network's weight bytes (see :class:`~.calibration.Calibration`).
     """
     kind = np.asarray(f["kind"])
     cin, cout, k = (np.asarray(f[n], dtype=np.float64) for n in ("cin", "cout", "k"))
     e, se = np.asarray(f["e"], dtype=np.float64), np.asarray(f["se"], dtype=np.float64)
     classes = np.asarray(f.get("classes", 1000), dtype=np.float64)
     mid = _make_divisible8(cin * e)
-    head, conv, fused, irb, tail = (kind == 0) | (kind == 1), kind == 2, kind == 3, kind == 4, kind == 5
+    head, conv, fused, irb, tail = (kind == HEAD) | (kind == HEAD_LARGE), kind == CONV, kind == FUSED, kind == IRB, kind == TAIL
     if f.get("distill", False):  # the distill family's IRB expands to exactly int(in * e)
         mid = np.where(irb, np.floor(cin * e), mid)
-    w = np.where(head, 9 * cin * cout + np.where(kind == 1, 18 * cout * cout, 0), 0.0)
+    w = np.where(head, 9 * cin * cout + np.where(kind == HEAD_LARGE, 18 * cout * cout, 0), 0.0)
     w = w + np.where(conv, k * k * cin * cout, 0)
     w = w + np.where(fused, k * k * cin * mid + mid * cout, 0)
     w = w + np.where(irb, cin * mid + k * k * mid + mid * cout, 0)

@@ -4,7 +4,7 @@
 :func:`network_blocks` turn networks (specs, encoded vectors) into keys; :func:`pack_codes` /
 :func:`block_slots` pack the blocks of millions of encoded networks into int64 codes whose
 ``kind`` field is an index into :data:`gpunet.spec.LAYER_KINDS` (the one table of block kinds).
-Neither storage (:mod:`.lut`) nor estimation (:mod:`.estimate`): both import this module.
+Neither storage (:mod:`.table`) nor estimation (:mod:`.estimate`): both import this module.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..spec import LAYER_KINDS, LayerSpec, NetworkSpec
-from .space import ACT_CODES, SearchSpace
+from ...spec import ACTIVATIONS, LAYER_KINDS, LayerSpec, NetworkSpec
+from ..space import SearchSpace
 
 __all__ = ["BlockKey", "spec_blocks", "network_blocks", "BlockSlot", "block_slots", "pack_codes",
-           "unpack_codes", "check_space_fits"]
+           "unpack_codes", "unpack_fields", "check_space_fits", "CODE_LAYOUT"]
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ class BlockKey:
         """The block as a standalone ``nn.Module`` (eval mode), exactly as the builder makes it."""
         from torch import nn
 
-        from ..blocks import conv_norm_act
-        from ..builder import Stem, build_block
+        from ...blocks import conv_norm_act
+        from ...builder import Stem, build_block
 
         if self.kind in ("head", "head_large"):
             module = Stem(self.layer_spec(), self.family)
@@ -129,8 +129,8 @@ def network_blocks(space, vectors, batch: int = 1, precision: str = "fp32") -> L
     return list(keys.values())
 
 
-# field -> (shift, bits): 61 bits in all
-_LAYOUT = {"kind": (0, 3), "act": (3, 2), "se": (5, 1), "stride": (6, 2), "k": (8, 4), "e100": (12, 12),
+#: block-code field -> (shift, bits): 61 bits in all
+CODE_LAYOUT = {"kind": (0, 3), "act": (3, 2), "se": (5, 1), "stride": (6, 2), "k": (8, 4), "e100": (12, 12),
            "cin": (24, 13), "cout": (37, 13), "h": (50, 11)}
 
 
@@ -146,7 +146,7 @@ def pack_codes(kind, cin, cout, k, stride, e, se, act, h, check: bool = True) ->
               "cout": cout, "h": h}
     code = np.zeros(np.broadcast(*fields.values()).shape, dtype=np.int64)
     for name, value in fields.items():
-        shift, bits = _LAYOUT[name]
+        shift, bits = CODE_LAYOUT[name]
         v = np.asarray(value, dtype=np.int64)
         if check and v.size and (v.min() < 0 or v.max() >= (1 << bits)):
             raise ValueError(f"block field {name!r} out of range for the code layout (0..{(1 << bits) - 1})")
@@ -161,30 +161,31 @@ def check_space_fits(space: SearchSpace) -> None:
     """Raise if a space's choices exceed the block-code layout (channels < 8192, sizes < 2048, ...)."""
     widths = [c for g in space.genes if g.field == "filters" for c in g.choices] + [space.tail_channels]
     widths += [int(st.fixed["filters"]) for st in space.stages if "filters" in st.fixed]
-    limits = [("channels", max(widths), _LAYOUT["cin"][1]), ("resolution", max(space.resolutions), _LAYOUT["h"][1]),
+    limits = [("channels", max(widths), CODE_LAYOUT["cin"][1]), ("resolution", max(space.resolutions), CODE_LAYOUT["h"][1]),
               ("kernel", max([c for g in space.genes if g.field == "kernel" for c in g.choices] or [3]),
-               _LAYOUT["k"][1]),
+               CODE_LAYOUT["k"][1]),
               ("expansion x100", 100 * max([c for g in space.genes if g.field == "expansion" for c in g.choices]
-                                           or [1]), _LAYOUT["e100"][1])]
+                                           or [1]), CODE_LAYOUT["e100"][1])]
     for what, value, bits in limits:
         if value >= (1 << bits):
             raise ValueError(f"search space {space.name!r}: {what} {value} exceeds the lookup code layout "
                              f"(< {1 << bits})")
 
 
-def _unpack_fields(codes: np.ndarray) -> Dict[str, np.ndarray]:
+def unpack_fields(codes: np.ndarray) -> Dict[str, np.ndarray]:
+    """Field arrays (see :data:`CODE_LAYOUT`) of packed block codes."""
     codes = np.asarray(codes, dtype=np.int64)
-    return {name: (codes >> shift) & ((1 << bits) - 1) for name, (shift, bits) in _LAYOUT.items()}
+    return {name: (codes >> shift) & ((1 << bits) - 1) for name, (shift, bits) in CODE_LAYOUT.items()}
 
 
 def unpack_codes(codes, family: str = "standard", batch: int = 1, precision: str = "fp32",
                  num_classes: int = 1000) -> List[BlockKey]:
-    f = _unpack_fields(codes)
+    f = unpack_fields(codes)
     out = []
     for i in range(len(codes)):
         kind = LAYER_KINDS[int(f["kind"][i])]
         out.append(BlockKey(kind, family, int(f["cin"][i]), int(f["cout"][i]), int(f["k"][i]), int(f["stride"][i]),
-                            int(f["e100"][i]) / 100.0, bool(f["se"][i]), ACT_CODES[int(f["act"][i])],
+                            int(f["e100"][i]) / 100.0, bool(f["se"][i]), ACTIVATIONS[int(f["act"][i])],
                             int(f["h"][i]), int(f["h"][i]), batch, precision, num_classes if kind == "tail" else 0))
     return out
 
@@ -207,7 +208,7 @@ def block_slots(space: SearchSpace, vectors: np.ndarray) -> List[BlockSlot]:
     ones = np.ones(n, dtype=np.int64)
     slots: List[BlockSlot] = []
     cur_c = np.full(n, 3, dtype=np.int64)
-    relu = ACT_CODES.index("relu")
+    relu = ACTIVATIONS.index("relu")
     for s, st in enumerate(space.stages):
         cfg = space.stage_config(arr, s)
         f = cfg["filters"]

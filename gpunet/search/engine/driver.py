@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import GPUNetError
+from ...errors import GPUNetError
 from .journal import JOURNAL_NAME, Journal, candidate_id
 
 __all__ = ["SearchSettings", "SearchRunError", "SearchDriver", "load_candidates", "run_search", "search_status",
@@ -149,7 +149,7 @@ class SearchDriver:
 
     # -- setup / resume -----------------------------------------------------------------------
     def _prepare(self, resume: bool) -> None:
-        from .._io import atomic_write_text
+        from ..._io import atomic_write_text
 
         settings_path = os.path.join(self.out, SETTINGS_NAME)
         exists = os.path.exists(settings_path) or os.path.exists(self.journal.path)
@@ -182,7 +182,7 @@ class SearchDriver:
         self._save_state()
 
     def _save_state(self) -> None:
-        from .._io import atomic_write_text
+        from ..._io import atomic_write_text
 
         state = {"algorithm": self.algo.state_dict(), "saved": time.time()}
         atomic_write_text(os.path.join(self.out, STATE_NAME), json.dumps(state) + "\n")
@@ -244,7 +244,7 @@ def run_search(settings: SearchSettings, resume: bool = False) -> Dict[str, Any]
     if settings.engine == "local":
         _run_local(driver, evaluator)
     else:
-        from .ray_engine import run_ray
+        from .ray_tune import run_ray
 
         run_ray(driver, evaluator)
     return search_status(settings.out)

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional
 
-from ..errors import BadInputError
+from ...errors import BadInputError
 
 __all__ = ["Journal", "JournalError", "candidate_id", "JOURNAL_NAME"]
 
@@ -61,7 +61,7 @@ class Journal:
 
     def append(self, record: Dict[str, Any]) -> bool:
         """Write ``record`` as one line; False (nothing written) if its candidate already has one."""
-        from .._io import file_lock
+        from ..._io import file_lock
 
         rec = dict(record)
         rec.setdefault("candidate_id", candidate_id(rec["vector"]))

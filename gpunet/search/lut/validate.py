@@ -30,8 +30,11 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from .estimate import Calibration, LatencyEstimator
-from .lut import BUSY_LOAD_MARGIN, LatencyTable, build_lut, load_average, network_blocks
-from .space import SearchSpace
+from ...latency.machine import busy_reasons, cache_notes, load_average
+from .build import build_lut
+from .codes import network_blocks
+from .table import LatencyTable
+from ..space import SearchSpace
 
 __all__ = ["ValidationReport", "validate_lut", "plot_validation"]
 
@@ -124,43 +127,6 @@ def _earlier_networks(table, space, statistic, current: np.ndarray, precision: s
 
 MIN_NETWORKS_WEIGHT_TERM = 5
 
-#: besides the load (:data:`~gpunet.search.lut.BUSY_LOAD_MARGIN`), a machine counts as busy when
-#: the networks' timed runs spread this much
-BUSY_SPREAD = 0.15
-_load1 = load_average
-
-
-#: a cache share this many times larger or smaller than the one a calibration was fitted under is
-#: reported: weight-heavy networks then pay another DRAM cost than the calibration learnt
-CACHE_SHARE_RATIO = 1.5
-
-
-def cache_notes(now_mb: List[float], fitted_mb: Optional[float], cache_mb: Optional[float]) -> List[str]:
-    """Why weight-heavy networks measured now may not match a calibration fitted under another
-    cache share (other tenants of a shared last-level cache); empty when nothing moved."""
-    if not now_mb or not fitted_mb:
-        return []
-    now = float(np.median(now_mb))
-    if max(now, fitted_mb) / min(now, fitted_mb) < CACHE_SHARE_RATIO:
-        return []
-    heavy = f"more than {cache_mb:.0f} MB" if cache_mb and np.isfinite(cache_mb) else "many MB"
-    return [f"the last-level cache share was {now:.0f} MB now and {fitted_mb:.0f} MB when the table's "
-            f"calibration was fitted (other tenants of a shared cache?): networks with {heavy} of weights pay "
-            f"another DRAM cost than it learnt"]
-
-
-def busy_reasons(load_avg: List[float], spread: float, threads: Optional[int]) -> List[str]:
-    """Why the timings of a run cannot be trusted (empty when the machine looked quiet)."""
-    out = []
-    limit = (threads or os.cpu_count() or 1) + BUSY_LOAD_MARGIN
-    loads = [x for x in load_avg if np.isfinite(x)]
-    if loads and max(loads) > limit:
-        out.append(f"load average reached {max(loads):.2f} (> {limit:.1f} for {threads or 'all'} measuring "
-                   f"thread(s)): other processes shared the cores")
-    if np.isfinite(spread) and spread > BUSY_SPREAD:
-        out.append(f"timed runs spread {spread:.0%} (p90 / median - 1, median over networks; > {BUSY_SPREAD:.0%})")
-    return out
-
 
 def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space: Optional[SearchSpace] = None,
                  seed: int = 0, iters: int = 30, warmup: int = 5, threads: Optional[int] = None,
@@ -178,10 +144,10 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     into the calibration's error. On ONNX Runtime / OpenVINO each network is exported once and
     every pass times it in a fresh session (the export costs seconds, the timing a fraction).
     """
-    from ..export.onnx import export_onnx_proto
-    from ..model import build_model
-    from ..latency import benchmark, device_fingerprint
-    from ..latency.cacheshare import cache_share
+    from ...export.onnx import export_onnx_proto
+    from ...model import build_model
+    from ...latency import benchmark, device_fingerprint
+    from ...latency.cacheshare import cache_share
 
     if n < 4:
         raise ValueError(f"validation needs n >= 4 networks (calibration is leave-one-out), got {n}")
@@ -191,7 +157,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     space = space or SearchSpace.small()
     vectors = space.sample(n, seed=seed)
     measured_blocks = 0
-    load_avg = [_load1()]
+    load_avg = [load_average()]
     if build_missing:
         counts = build_lut(lut_path, network_blocks(space, vectors, precision=precision), backend, iters=iters,
                            warmup=warmup, threads=threads, progress=progress, refresh=refresh_blocks)
@@ -229,7 +195,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
 
         from tqdm.auto import tqdm
 
-        load_avg.append(_load1())
+        load_avg.append(load_average())
         specs = [space.decode(v) for v in vectors]
         bar = tqdm(total=n * passes, desc="end-to-end", unit="net",
                    disable=(not progress) if progress is not None else None)
@@ -253,7 +219,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         per_pass = np.array(per_pass, dtype=np.float64)
         measured = np.median(per_pass, axis=0)
         pass_spread = float(np.median((per_pass.max(0) - per_pass.min(0)) / measured)) if passes > 1 else 0.0
-        load_avg.append(_load1())
+        load_avg.append(load_average())
         spread = float(np.median(spreads)) if spreads else float("nan")
         reasons = busy_reasons(load_avg, spread, threads)
         notes = cache_notes(shares, stored_meta.get("cache_share_mb") if stored is not None else None,
@@ -334,7 +300,7 @@ def plot_validation(report: ValidationReport, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .._io import atomic_path
+    from ..._io import atomic_path
 
     m = np.asarray(report.measured_ms)
     fig, ax = plt.subplots(figsize=(5.2, 5), dpi=120)

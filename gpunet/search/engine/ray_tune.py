@@ -85,7 +85,7 @@ def _searcher_class():
             self.max_trials = state["max_trials"]
 
         def save(self, checkpoint_path: str) -> None:
-            from .._io import atomic_write_text
+            from ..._io import atomic_write_text
 
             atomic_write_text(checkpoint_path, json.dumps(self.get_state()))
 
@@ -127,7 +127,7 @@ def _searcher_class():
             self.driver.complete(c, out, trial_id, seconds)
 
         def save(self, checkpoint_path: str) -> None:
-            from .._io import atomic_write_text
+            from ..._io import atomic_write_text
 
             self.driver._save_state()
             atomic_write_text(checkpoint_path, json.dumps({"out": self.driver.out}))

@@ -27,7 +27,7 @@ PID_FILE = "worker.pid"
 
 def _write_pid(workdir: str) -> None:
     """The worker's pid in the trial folder: ``gpunet search status`` and the kill tests read it."""
-    from .._io import atomic_write_text
+    from ..._io import atomic_write_text
 
     atomic_write_text(os.path.join(workdir, PID_FILE), f"{os.getpid()}\n")
 
@@ -118,7 +118,7 @@ class TrainEvaluator:
                 "seed": self.seed}
 
     def config(self, output: str, spec_path: str):
-        from ..train import resolve_config
+        from ...train import resolve_config
 
         return resolve_config(config_file=self.train_config, overrides=dict(
             model=spec_path, data_dir=self.data_dir, epochs=self.epochs, img_size=self.img_size,
@@ -126,10 +126,10 @@ class TrainEvaluator:
             log_interval=0))
 
     def evaluate(self, vector, workdir: str, report: Report, restore_dir: Optional[str] = None) -> Dict[str, Any]:
-        from .._io import atomic_write_text
-        from ..train import train
-        from ..train.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT
-        from .space import SearchSpace
+        from ..._io import atomic_write_text
+        from ...train import train
+        from ...train.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT
+        from ..space import SearchSpace
 
         os.makedirs(workdir, exist_ok=True)
         _write_pid(workdir)
@@ -142,7 +142,7 @@ class TrainEvaluator:
                 if os.path.exists(os.path.join(restore_dir, name)):
                     shutil.copy2(os.path.join(restore_dir, name), os.path.join(out, name))
         if os.path.exists(last):
-            from ..checkpoint import read_checkpoint
+            from ...checkpoint import read_checkpoint
 
             resumed_from = int(read_checkpoint(last)["epoch"]) + 1
         spec = SearchSpace.from_dict(json.loads(self.space_json)).decode(vector)
@@ -173,7 +173,7 @@ class TrainEvaluator:
         if result.best_metric is None or best is None:
             return {"value": None, "error": "training produced no validation top-1 (no val split?)",
                     "resumed_from": resumed_from}
-        from ..checkpoint import read_checkpoint
+        from ...checkpoint import read_checkpoint
 
         ck = read_checkpoint(best)
         return {"value": float(result.best_metric), "checkpoint": os.path.abspath(best),

@@ -6,7 +6,7 @@ scikit-learn / Optuna imports happen when an algorithm first needs them.
 """
 from __future__ import annotations
 
-from ..._lazy import lazy_getattr
+from ...._lazy import lazy_getattr
 from .base import POOL_WIDTH, STATE_FORMAT, SearchAlgorithm, SearchError, SearchExhausted
 from .random_search import RandomSearch
 

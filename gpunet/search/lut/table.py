@@ -35,17 +35,15 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
-from ..errors import GPUNetError
-from ..spec import LAYER_KINDS
-from .codes import BlockKey, network_blocks, spec_blocks
+from ...errors import GPUNetError
+from ...spec import ACTIVATIONS, LAYER_KINDS
+from .codes import BlockKey
 
-__all__ = ["BlockKey", "LatencyTable", "LUTError", "LUTDeviceMismatch", "spec_blocks", "network_blocks",
-           "build_lut", "measure_block", "LUT_FORMAT", "BLOCK_KINDS", "STATISTICS"]
+__all__ = ["LatencyTable", "LUTError", "LUTDeviceMismatch", "LUT_FORMAT", "STATISTICS"]
 
 log = logging.getLogger(__name__)
 
 LUT_FORMAT = "gpunet-lut/1"
-BLOCK_KINDS = LAYER_KINDS  # the one table of block kinds (gpunet.spec); codes store indices into it
 _KEY_COLUMNS = ("kind", "family", "in_channels", "out_channels", "kernel_size", "stride", "expansion", "se",
                 "act", "height", "width", "batch", "precision", "classes")
 _VALUE_COLUMNS = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "iters", "source", "measured_at")
@@ -89,21 +87,6 @@ class LUTError(GPUNetError, RuntimeError):
 
 class LUTDeviceMismatch(LUTError):
     """The table was measured on another device/backend than the one asked for."""
-
-
-# BlockKey, spec_blocks, network_blocks live in .codes (block description, not storage)
-
-
-# ----------------------------------------------------------------------------------------
-# measuring: the one place that calls the benchmark harness
-
-
-def measure_block(key: BlockKey, backend: str, iters: int = 50, warmup: int = 10, threads: Optional[int] = None):
-    """Latency of one block with :func:`gpunet.latency.benchmark` (ONNX Runtime, torch, TensorRT)."""
-    from ..latency import benchmark
-
-    return benchmark(key.build_module(), backend=backend, input_shape=key.input_shape, iters=iters,
-                     warmup=warmup, precision=key.precision, threads=threads)
 
 
 def _result_row(result) -> Dict[str, Any]:
@@ -361,13 +344,11 @@ class LatencyTable:
     def block_arrays(self, family: str, batch: int, precision: str, classes: int,
                      statistic: str = "median") -> Dict[str, np.ndarray]:
         """Numeric columns of the rows that apply to one family / batch / precision / class count
-        (``kind`` and ``act`` as indices into :data:`BLOCK_KINDS` and the activation names);
+        (``kind`` and ``act`` as indices into :data:`gpunet.spec.LAYER_KINDS` and the activation names);
         ``ms`` is the block's median or minimum latency (see :data:`STATISTICS`)."""
         column = _stat_column(statistic)
-        from .space import ACT_CODES
-
-        kind_case = " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(BLOCK_KINDS))
-        act_case = " ".join(f"WHEN '{a}' THEN {i}" for i, a in enumerate(ACT_CODES))
+        kind_case = " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(LAYER_KINDS))
+        act_case = " ".join(f"WHEN '{a}' THEN {i}" for i, a in enumerate(ACTIVATIONS))
         rows = self._conn.execute(
             f"SELECT CASE kind {kind_case} ELSE -1 END, in_channels, out_channels, kernel_size, stride, expansion, "
             f"se, CASE act {act_case} ELSE -1 END, height, {column} FROM blocks WHERE family = ? AND batch = ? "
@@ -456,7 +437,7 @@ class LatencyTable:
              refresh: bool = False) -> Dict[str, int]:
         """Measure every key not yet in the table; returns counts (measured / present / by others).
 
-        ``measure(key)`` returns a ``BenchmarkResult`` (see :func:`measure_block`). Safe to run in
+        ``measure(key)`` returns a ``BenchmarkResult`` (see :func:`~gpunet.search.lut.build.measure_block`). Safe to run in
         several processes at once and to interrupt: finished keys stay, claims are released.
         ``refresh=True`` measures present keys again and keeps the lower latency (see :meth:`put`).
         """
@@ -527,7 +508,7 @@ class LatencyTable:
     # -- export ---------------------------------------------------------------------------------------
     def export(self, path: str, fmt: Optional[str] = None) -> int:
         """Write the table as CSV or JSON (by ``fmt`` or the file suffix); returns the row count."""
-        from .._io import atomic_path
+        from ..._io import atomic_path
 
         fmt = (fmt or os.path.splitext(path)[1].lstrip(".")).lower()
         if fmt not in ("csv", "json"):
@@ -545,55 +526,3 @@ class LatencyTable:
                            "blocks": rows}, f, indent=1)
                 f.write("\n")
         return len(rows)
-
-
-def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50, warmup: int = 10,
-              threads: Optional[int] = None, progress: Optional[bool] = None,
-              fingerprint: Optional[Dict[str, Any]] = None,
-              measure: Optional[Callable[[BlockKey], Any]] = None, refresh: bool = False) -> Dict[str, int]:
-    """Create or extend the table at ``path`` with every missing key, measured on this device.
-
-    ``threads`` (CPU backends) is fixed when the table is created; later builds reuse it and
-    refuse another value, since block latencies at different thread counts do not add up.
-    """
-    keys = list(keys)
-    if measure is None:  # refuse what the backend cannot run before a table file is created
-        from ..latency.bench import PRECISIONS
-
-        if backend not in PRECISIONS:
-            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(PRECISIONS)}")
-        bad = sorted({k.precision for k in keys} - set(PRECISIONS[backend]))
-        if bad:
-            raise ValueError(f"unsupported precision {bad[0]!r} for backend {backend!r}; expected one of "
-                             f"{', '.join(PRECISIONS[backend])}")
-    if fingerprint is None:
-        from ..latency import device_fingerprint
-
-        fingerprint = device_fingerprint(backend)
-    with LatencyTable(path, backend=backend, fingerprint=fingerprint, create=True) as table:
-        threads = table.resolve_threads(threads)
-        measure = measure or (lambda key: measure_block(key, backend, iters=iters, warmup=warmup, threads=threads))
-        loads = [load_average()]
-        counts = table.fill(keys, measure, progress=progress, fingerprint=fingerprint, refresh=refresh)
-        loads.append(load_average())
-        counts["load_avg"] = loads
-        limit = (threads or os.cpu_count() or 1) + BUSY_LOAD_MARGIN
-        counts["busy"] = bool(counts["measured"]) and max(loads) > limit
-        if counts["busy"]:  # remembered in the table: its blocks may be inflated (rebuild with --refresh)
-            warnings = table.get_meta("busy_builds") or []
-            table.set_meta("busy_builds", warnings + [{"at": time.time(), "load_avg": loads,
-                                                        "measured": counts["measured"], "limit": limit}])
-        return counts
-
-
-#: a machine counts as busy when the 1-minute load average exceeds the measuring threads by this
-#: much: other processes shared the cores, so wall-clock timings are inflated
-BUSY_LOAD_MARGIN = 0.6
-
-
-def load_average() -> float:
-    """The 1-minute load average (NaN where the OS has none)."""
-    try:
-        return float(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        return float("nan")

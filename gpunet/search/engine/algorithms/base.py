@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ...errors import GPUNetError
+from ....errors import GPUNetError
 
 __all__ = ["SearchAlgorithm", "SearchError", "SearchExhausted", "STATE_FORMAT", "POOL_WIDTH"]
 

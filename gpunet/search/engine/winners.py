@@ -14,7 +14,7 @@ import re
 from typing import Any, Dict, List, Optional
 
 from .journal import JOURNAL_NAME, Journal
-from .runner import SETTINGS_NAME, SPACE_NAME, SearchRunError
+from .driver import SETTINGS_NAME, SPACE_NAME, SearchRunError
 
 __all__ = ["export_winners"]
 
@@ -28,9 +28,9 @@ def export_winners(out: str, top: int = 1, device: str = "", backend: str = "onn
                    prefix: Optional[str] = None, iters: int = 50, warmup: int = 10,
                    registry_path: Optional[str] = None) -> List[Dict[str, Any]]:
     """Register the ``top`` best candidates of the search in ``out``; returns one row per model."""
-    from ..registry import get_registry, normalize_name, update_user_registry
-    from ..complexity import count_params
-    from .space import SearchSpace
+    from ...registry import get_registry, normalize_name, update_user_registry
+    from ...complexity import count_params
+    from ..space import SearchSpace
 
     settings_path = os.path.join(out, SETTINGS_NAME)
     if not os.path.exists(settings_path):
@@ -69,7 +69,7 @@ def export_winners(out: str, top: int = 1, device: str = "", backend: str = "onn
         if not measure and rec.get("latency_ms") is None:
             raise SearchRunError(f"candidate {rec['candidate_id']} has no table latency in the pool (sampled "
                                  f"without --lut); measure it (drop --no-measure)")
-        from ..model import build_model
+        from ...model import build_model
 
         entries[name] = {
             "spec": spec.to_dict(), "top1": round(float(rec["value"]), 4), "dataset": rec.get("dataset"),
@@ -100,8 +100,8 @@ def export_winners(out: str, top: int = 1, device: str = "", backend: str = "onn
 
     path = update_user_registry(add_models, registry_path)
     if measure:
-        from ..latency import benchmark
-        from ..latency.tiers import save_tiers
+        from ...latency import benchmark
+        from ...latency.tiers import save_tiers
 
         results = [benchmark(row["name"], backend=backend, iters=iters, warmup=warmup) for row in rows]
         save_tiers(results, dev, registry_path)
