@@ -131,7 +131,7 @@ def test_group_and_latency_range_select_candidates(pool_lat, tmp_path):
     lo, hi = float(np.quantile(lat, 0.2)), float(np.quantile(lat, 0.4))
     d = SearchDriver(SearchSettings(pool=pool_lat, out=str(tmp_path / "r"), budget=3, latency_ms=(lo, hi)))
     assert len(d.vectors) == int(((lat >= lo) & (lat < hi)).sum())
-    with pytest.raises(SearchRunError, match="--group 7: no pool row"):
+    with pytest.raises(SearchRunError, match="group 7: no network of .* is in that latency group"):
         SearchDriver(SearchSettings(pool=pool_lat, out=str(tmp_path / "x"), budget=1, group=7))
 
 

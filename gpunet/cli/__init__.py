@@ -9,6 +9,8 @@ Errors: the library's own (:class:`gpunet.errors.GPUNetError`, exit code from th
 2 for a malformed input file), OS errors on the user's paths, bad argument values
 (``ValueError``) and a missing optional package print one line. Anything else is a bug and
 keeps its traceback. ``--debug`` (or ``GPUNET_DEBUG=1``) shows the traceback for all errors.
+Library errors name Python arguments (``budget must be ...``); where an error says which
+(``argument``) and the command has that option, the message names the flag (``--budget``).
 """
 from __future__ import annotations
 
@@ -57,8 +59,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         code = _user_error_code(e)
         if debug or code is None:
             raise
-        print(f"gpunet {args.command}: error: {e}", file=sys.stderr)
+        print(f"gpunet {args.command}: error: {_with_flags(e, args)}", file=sys.stderr)
         return code
+
+
+def _with_flags(e: BaseException, args: argparse.Namespace) -> str:
+    """The message, with the library argument it names (``e.argument``, see :mod:`gpunet._checks`)
+    spelled as this command's flag: ``budget must be ...`` -> ``--budget must be ...``."""
+    text, name = str(e), getattr(e, "argument", None)
+    if name and hasattr(args, name) and text.startswith(name):
+        return "--" + name.replace("_", "-") + text[len(name):]
+    return text
 
 
 def _user_error_code(e: BaseException) -> Optional[int]:

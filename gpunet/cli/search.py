@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     _common(b)
     src = b.add_mutually_exclusive_group()
     src.add_argument("--n", type=int, help="sample this many networks from --space (default 20)")
-    src.add_argument("--pool", help="a pool .npz from `gpunet sample` (its vectors)")
+    src.add_argument("--pool", help="a pool .npz from `gpunet sample` (its vectors, in its own space)")
     src.add_argument("--model", action="append", help="a hub model or spec file (repeatable)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--limit", type=int, help="measure at most this many missing blocks (resume later)")
@@ -96,16 +96,6 @@ def _space(args):
     return SearchSpace.load(args.space or getattr(args, "space_default", None) or "paper")
 
 
-def _load_pool_vectors(path: str):
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return data["vectors"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}: not a pool written by `gpunet sample` ({e})") from None
-
-
 def _build(args) -> int:
     from gpunet.search.lut import LatencyTable, build_lut, network_blocks, spec_blocks
 
@@ -113,10 +103,14 @@ def _build(args) -> int:
         from gpunet.hub import load_spec
 
         keys = [k for m in args.model for k in spec_blocks(load_spec(m), precision=args.precision)]
+    elif args.pool:
+        from gpunet.search import Pool
+
+        pool = Pool.load(args.pool)
+        keys = network_blocks(pool.space, pool.vectors, precision=args.precision)
     else:
         space = _space(args)
-        vectors = _load_pool_vectors(args.pool) if args.pool else space.sample(args.n or 20, seed=args.seed)
-        keys = network_blocks(space, vectors, precision=args.precision)
+        keys = network_blocks(space, space.sample(args.n or 20, seed=args.seed), precision=args.precision)
     import os
 
     unique = list({k.key: k for k in keys}.values())
@@ -218,63 +212,35 @@ def _info(args) -> int:
 
 
 def _sample(args) -> int:
-    import numpy as np
+    from gpunet.search import Pool
 
-    from gpunet._io import atomic_path
-    from gpunet.search import stratum_labels
-
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
-    space = _space(args)
-    vectors = space.sample(args.n, seed=args.seed)
-    n = len(vectors)
-    latency = np.full(n, np.nan)
-    extra = {}
-    if args.lut:
-        from gpunet.search.lut.estimate import LatencyEstimator
-
-        est = LatencyEstimator(args.lut, space, batch=args.batch, precision=args.precision, fill=args.fill,
-                               calibration=not args.no_calibration, statistic=args.statistic)
-        res = est.estimate(vectors, check=False)
-        latency = res.latency_ms
-        extra = dict(table_sum_ms=res.table_sum_ms, n_blocks=res.n_blocks, estimated=res.estimated,
-                     missing=res.missing, calibrated=np.array(res.calibrated), lut_device_id=np.array(est.device_id),
-                     lut_backend=np.array(est.backend))
-    finite = latency[np.isfinite(latency)]
+    edges = None
     if args.edges:
         try:
-            edges = np.array([float(x) for x in args.edges.split(",")])
+            edges = [float(x) for x in args.edges.split(",")]
         except ValueError:
             raise ValueError(f"--edges: expected comma-separated numbers in ms, got {args.edges!r}") from None
-    elif finite.size >= 2:
-        edges = np.unique(np.quantile(finite, np.linspace(0, 1, args.groups + 1)))
-        edges[-1] = np.nextafter(edges[-1], np.inf)
-    else:
-        edges = np.array([0.0, np.inf])
-    labels = stratum_labels(latency, edges) if np.isfinite(edges).all() else np.full(n, -1)
-    with atomic_path(args.out, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, vectors=vectors, latency_ms=latency, labels=labels, edges_ms=edges,
-                                seed=np.array(args.seed), space_json=np.array(space.to_json()), **extra)
-    summary = {"out": args.out, "n": n, "space": space.name, "seed": args.seed,
-               "with_latency": int(np.isfinite(latency).sum()),
-               "groups": [{"lo_ms": float(edges[i]), "hi_ms": float(edges[i + 1]), "count": int((labels == i).sum())}
-                          for i in range(len(edges) - 1)] if np.isfinite(edges).all() else []}
-    if args.lut:
-        summary["estimated_by_costmodel"] = int(extra["estimated"].sum())
-        summary["missing_blocks"] = int(extra["missing"].sum())
+    pool = Pool.sample(_space(args), args.n, seed=args.seed, lut=args.lut, groups=args.groups, edges_ms=edges,
+                       batch=args.batch, precision=args.precision, fill=args.fill,
+                       calibration=not args.no_calibration, statistic=args.statistic)
+    pool.save(args.out)
+    summary = {"out": args.out, **pool.summary()}
     if args.json:
         print_json(summary)
         return 0
-    print(f"wrote {n} networks ({space.name}, seed {args.seed}) to {args.out}")
+    _print_sample(summary, args)
+    return 0
+
+
+def _print_sample(summary, args) -> None:
+    print(f"wrote {summary['n']} networks ({summary['space']}, seed {args.seed}) to {args.out}")
     if summary["groups"]:
         print(format_table([[i, f"{g['lo_ms']:.3g}", f"{g['hi_ms']:.3g}", g["count"]]
                             for i, g in enumerate(summary["groups"])], ["group", "from ms", "to ms", "networks"]))
-    if args.lut and (summary["missing_blocks"] or summary["estimated_by_costmodel"]):
+    if summary.get("missing_blocks") or summary.get("estimated_by_costmodel"):
         print(f"{summary['missing_blocks']} networks lack table entries (latency NaN), "
               f"{summary['estimated_by_costmodel']} use cost-model estimates; `gpunet lut build --pool {args.out}` "
               f"measures what they need", file=sys.stderr)
-    return 0
 
 
 # ---------------------------------------------------------------------------------------- search

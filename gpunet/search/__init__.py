@@ -20,6 +20,7 @@ from .space import Gene, SearchSpace, SearchSpaceError, StageSpace
 from .stratify import LatencyGroup, stratify, stratum_labels
 
 _LAZY = {
+    "Pool": ".pool", "PoolError": ".pool",
     # section 3.2: the latency model
     "BlockKey": ".lut", "LatencyTable": ".lut", "LUTError": ".lut", "LUTDeviceMismatch": ".lut",
     "network_blocks": ".lut", "build_lut": ".lut",

@@ -24,7 +24,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..._checks import ArgumentError, argument_error, one_of, positive_int
 from ...errors import GPUNetError
+from ..pool import Pool
 from .journal import JOURNAL_NAME, Journal, candidate_id
 
 __all__ = ["SearchSettings", "SearchRunError", "SearchDriver", "load_candidates", "run_search", "search_status",
@@ -75,49 +77,38 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def load_candidates(settings: SearchSettings) -> Tuple[np.ndarray, np.ndarray, str]:
-    """``(vectors, latency_ms, space_json)`` of the candidate set the settings select from the pool."""
-    path = settings.pool
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            vectors, latency = z["vectors"], z["latency_ms"]
-            labels = z["labels"] if "labels" in z.files else None
-            space_json = str(z["space_json"])
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, KeyError) as e:
-        raise SearchRunError(f"--pool {path}: not a pool written by `gpunet sample` ({e})") from None
-    has_latency = bool(np.isfinite(latency).any())
-    if (settings.group is not None or settings.latency_ms is not None) and not has_latency:
-        raise SearchRunError(f"--pool {path} has no latencies (sampled without --lut): --group / --latency-ms "
-                             f"are not allowed; the whole pool is the candidate set")
+def load_candidates(settings: SearchSettings) -> Pool:
+    """The part of the pool the settings select (``group`` or ``latency_ms``, else all of it)."""
+    pool = Pool.load(settings.pool)
     if settings.group is not None and settings.latency_ms is not None:
-        raise SearchRunError("pass --group or --latency-ms, not both")
-    keep = np.ones(len(vectors), dtype=bool)
+        raise argument_error("group", "group and latency_ms select the candidates two ways: pass one",
+                             SearchRunError)
     if settings.group is not None:
-        if labels is None:
-            raise SearchRunError(f"--group: {path} has no group labels (field 'labels'); use --latency-ms LO:HI")
-        keep = labels == int(settings.group)
-        if not keep.any():
-            raise SearchRunError(f"--group {settings.group}: no pool row has that label "
-                                 f"(labels present: {sorted(set(labels.tolist()) - {-1})})")
-    elif settings.latency_ms is not None:
+        return _selected(lambda: pool.group(settings.group), "group", f"group {settings.group}")
+    if settings.latency_ms is not None:
         lo, hi = settings.latency_ms
-        keep = np.isfinite(latency) & (latency >= lo) & (latency < hi)
-        if not keep.any():
-            raise SearchRunError(f"--latency-ms {lo}:{hi}: no pool row has a latency in that range")
-    return vectors[keep], latency[keep], space_json
+        return _selected(lambda: pool.latency_range(lo, hi), "latency_ms", f"latency_ms {lo}:{hi}")
+    return pool
+
+
+def _selected(select, argument: str, what: str) -> Pool:
+    """``select()``, its error restated for the search's own argument (``group``, ``latency_ms``)."""
+    try:
+        return select()
+    except ArgumentError as e:
+        reason = str(e).split(": ", 1)[-1]
+        raise argument_error(argument, f"{what}: {reason}", SearchRunError) from None
 
 
 def _make_algorithm(name: str, vectors: np.ndarray, seed: int, width: int):
     from . import algorithms
 
-    if name not in ALGORITHMS:
-        raise SearchRunError(f"--algorithm: unknown {name!r}; choose one of {', '.join(ALGORITHMS)}")
+    one_of(name, ALGORITHMS, "algorithm", SearchRunError)
     try:
         cls = getattr(algorithms, ALGORITHMS[name])
     except (AttributeError, ImportError) as e:
-        raise SearchRunError(f"--algorithm {name}: not available in this installation ({e})") from None
+        raise argument_error("algorithm", f"algorithm {name}: not available in this installation ({e})",
+                             SearchRunError) from None
     return cls(vectors, seed=seed, width=width)
 
 
@@ -134,13 +125,14 @@ class SearchDriver:
     def __init__(self, settings: SearchSettings, resume: bool = False):
         self.settings = settings
         self.out = os.path.abspath(settings.out)
-        self.vectors, latency, self.space_json = load_candidates(settings)
-        self.latency = {candidate_id(v): (float(lt) if np.isfinite(lt) else None) for v, lt in zip(self.vectors, latency)}
+        self.pool = load_candidates(settings)
+        self.vectors, self.space_json = self.pool.vectors, self.pool.space.to_json().rstrip("\n")
+        self.latency = {candidate_id(v): (float(lt) if np.isfinite(lt) else None)
+                        for v, lt in zip(self.vectors, self.pool.latency_ms)}
         if not 1 <= settings.budget <= len(self.vectors):
-            raise SearchRunError(f"--budget must be between 1 and the {len(self.vectors)} candidates, "
-                                 f"got {settings.budget}")
-        if settings.workers < 1:
-            raise SearchRunError(f"--workers must be >= 1, got {settings.workers}")
+            raise argument_error("budget", f"budget must be between 1 and the {len(self.vectors)} candidates, "
+                                           f"got {settings.budget}", SearchRunError)
+        positive_int(settings.workers, "workers", SearchRunError)
         self.algo = _make_algorithm(settings.algorithm, self.vectors, settings.seed, self.vectors.shape[1])
         self.journal = Journal(os.path.join(self.out, JOURNAL_NAME))
         self.redispatch: List[np.ndarray] = []
@@ -154,18 +146,19 @@ class SearchDriver:
         settings_path = os.path.join(self.out, SETTINGS_NAME)
         exists = os.path.exists(settings_path) or os.path.exists(self.journal.path)
         if exists and not resume:
-            raise SearchRunError(f"{self.out} already holds a search; pass --resume to continue it, or choose "
-                                 f"another --out")
+            raise argument_error("out", f"out: {self.out} already holds a search; resume it, or choose another "
+                                        f"folder", SearchRunError)
         if resume and not exists:
-            raise SearchRunError(f"--resume: {self.out} holds no search ({SETTINGS_NAME} not found)")
+            raise argument_error("resume", f"resume: {self.out} holds no search ({SETTINGS_NAME} not found)",
+                                 SearchRunError)
         if resume:
             with open(settings_path, encoding="utf-8") as f:
                 old = json.load(f)
             new = self.settings.to_dict()
             diff = [k for k in _IDENTITY if old.get(k) != new.get(k)]
             if diff:
-                raise SearchRunError(f"--resume: arguments differ from the run in {self.out}: " + "; ".join(
-                    f"{k} was {old.get(k)!r}, now {new.get(k)!r}" for k in diff))
+                raise argument_error("resume", f"resume: arguments differ from the run in {self.out}: " + "; ".join(
+                    f"{k} was {old.get(k)!r}, now {new.get(k)!r}" for k in diff), SearchRunError)
         os.makedirs(os.path.join(self.out, "trials"), exist_ok=True)
         atomic_write_text(settings_path, json.dumps(self.settings.to_dict(), indent=1) + "\n")
         atomic_write_text(os.path.join(self.out, SPACE_NAME), self.space_json + "\n")
@@ -236,8 +229,7 @@ def run_search(settings: SearchSettings, resume: bool = False) -> Dict[str, Any]
     """Run (or resume) a search to its budget; returns :func:`search_status` of the finished run."""
     from .evaluators import make_evaluator
 
-    if settings.engine not in ("ray", "local"):
-        raise SearchRunError(f"--engine: unknown {settings.engine!r}; choose ray or local")
+    one_of(settings.engine, ("ray", "local"), "engine", SearchRunError)
     settings.pool_sha256 = _sha256(settings.pool)
     driver = SearchDriver(settings, resume=resume)
     evaluator = make_evaluator(settings.evaluator, settings.evaluator_options, driver.space_json)

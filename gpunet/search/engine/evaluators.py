@@ -19,6 +19,8 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, Optional
 
+from ..._checks import argument_error, non_negative, one_of, positive_int
+
 __all__ = ["make_evaluator", "SyntheticEvaluator", "TrainEvaluator", "synthetic_value", "EVALUATORS"]
 
 Report = Callable[[Dict[str, Any], Optional[str]], None]
@@ -55,11 +57,10 @@ class SyntheticEvaluator:
     name = "synthetic"
 
     def __init__(self, eval_seconds: float = 0.0, steps: int = 4, fail_rate: float = 0.0):
-        if eval_seconds < 0:
-            raise ValueError(f"--eval-seconds must be >= 0, got {eval_seconds}")
+        non_negative(eval_seconds, "eval_seconds")
         if not 0.0 <= fail_rate <= 1.0:
-            raise ValueError(f"--fail-rate must be in [0, 1], got {fail_rate}")
-        self.eval_seconds, self.steps, self.fail_rate = float(eval_seconds), int(steps), float(fail_rate)
+            raise argument_error("fail_rate", f"fail_rate must be in [0, 1], got {fail_rate}")
+        self.eval_seconds, self.steps, self.fail_rate = float(eval_seconds), positive_int(steps, "steps"), float(fail_rate)
 
     def options(self) -> Dict[str, Any]:
         return {"eval_seconds": self.eval_seconds, "steps": self.steps, "fail_rate": self.fail_rate}
@@ -102,9 +103,9 @@ class TrainEvaluator:
                  train_config: Optional[str] = None, early_stop_patience: Optional[int] = None,
                  seed: int = 0):
         if not data_dir or not os.path.isdir(data_dir):
-            raise ValueError(f"--data-dir: {data_dir!r} is not a folder (an ImageFolder with train/ and val/)")
-        if epochs is None or epochs < 1:
-            raise ValueError(f"--epochs must be >= 1 for the train evaluator, got {epochs}")
+            raise argument_error("data_dir", f"data_dir: {data_dir!r} is not a folder (an ImageFolder with train/ "
+                                             f"and val/)")
+        positive_int(epochs, "epochs")
         self.data_dir = os.path.abspath(data_dir)
         self.epochs, self.img_size, self.seed = int(epochs), img_size, int(seed)
         self.train_config = os.path.abspath(train_config) if train_config else None
@@ -193,4 +194,4 @@ def make_evaluator(kind: str, options: Dict[str, Any], space_json: Optional[str]
         return SyntheticEvaluator(**options)
     if kind == "train":
         return TrainEvaluator(space_json=space_json, **options)
-    raise ValueError(f"--evaluator: unknown {kind!r}; choose one of {', '.join(EVALUATORS)}")
+    one_of(kind, EVALUATORS, "evaluator")

@@ -38,7 +38,8 @@ class SearchExhausted(SearchError):
 class SearchAlgorithm:
     """Base class: pool bookkeeping, ``ask`` / ``tell`` / ``best`` and a JSON state dict.
 
-    ``pool``: ``(N, width)`` array (int or float; duplicate rows are merged, first one kept).
+    ``pool``: ``(N, width)`` array (int or float; duplicate rows are merged, first one kept), or
+    anything with such a ``vectors`` attribute (a :class:`~gpunet.search.pool.Pool`).
     ``seed``: seeds the algorithm's one random stream (a NumPy ``Generator`` saved in the state).
     Values are maximised; ``tell(x, None)`` records a failed evaluation.
     """
@@ -56,7 +57,7 @@ class SearchAlgorithm:
             raise SearchError(f"seed must be an int, got {seed!r}")
         self.seed = int(seed)
         self.width = int(width)
-        self.pool = self._check_pool(pool)
+        self.pool = self._check_pool(getattr(pool, "vectors", pool))
         n = len(self.pool)
         # Genes scaled to [0, 1] by the pool's own range (constant genes dropped): what models see.
         lo, hi = self.pool.min(axis=0).astype(float), self.pool.max(axis=0).astype(float)
