@@ -73,45 +73,9 @@ def spec_from_nvidia_config(config: List[Any], source: Optional[str] = None,
     layers: List[LayerSpec] = []
     num_classes = 1000
     for i, e in enumerate(config[1:], start=1):
-        if not isinstance(e, dict):
-            raise SpecError(f"expected an object, got {type(e).__name__}", source=source, index=i)
-        kind = e.get("layer_type")
-        if kind not in _ALLOWED:
-            raise SpecError(f"unknown layer_type {kind!r}; expected one of {sorted(_ALLOWED)}",
-                            source=source, index=i, field="layer_type")
-        unknown = sorted(set(e) - _ALLOWED[kind])
-        if unknown:
-            raise SpecError(f"unexpected keys {unknown} for layer_type {kind!r}", source=source, index=i)
-        for req in ("num_in_channels", "num_out_channels"):
-            if req not in e:
-                raise SpecError("missing", source=source, index=i, field=req)
-        if e.get("groups", 1) != 1:
-            raise SpecError(f"only groups=1 is supported, got {e['groups']!r}", source=source, index=i,
-                            field="groups")
-        stage = e.get("stage")
-        if kind in ("head", "head_large"):
-            act = e.get("act") or ("swish" if family == "standard" else "relu")
-            layers.append(LayerSpec(kind, e["num_in_channels"], e["num_out_channels"], stride=2,
-                                    act=act, stage=0 if stage is None else stage))
-        elif kind == "tail":
+        layers.append(_layer_from_entry(e, i, family, source))
+        if e["layer_type"] == "tail":
             num_classes = e.get("num_classes", 1000)
-            if family == "distill":
-                layers.append(LayerSpec("tail", e["num_in_channels"], DISTILL_HEAD_CHANNELS,
-                                        pre_logits_channels=e["num_out_channels"]))
-            else:
-                layers.append(LayerSpec("tail", e["num_in_channels"], e["num_out_channels"]))
-        else:
-            for req in ("stride", "kernel_size"):
-                if req not in e:
-                    raise SpecError("missing", source=source, index=i, field=req)
-            if kind != "conv" and "expansion" not in e:
-                raise SpecError("missing", source=source, index=i, field="expansion")
-            act = e.get("act") or ("relu" if family == "distill" else None)
-            if act is None:
-                raise SpecError("missing", source=source, index=i, field="act")
-            layers.append(LayerSpec(kind, e["num_in_channels"], e["num_out_channels"], stride=e["stride"],
-                                    kernel_size=e["kernel_size"], expansion=e.get("expansion", 1),
-                                    act=act, se=bool(e.get("use_se", False)), stage=stage))
     spec = NetworkSpec(layers=tuple(layers), resolution=data["img_resolution"], family=family,
                        num_classes=num_classes, name=name)
     try:
@@ -121,6 +85,45 @@ def spec_from_nvidia_config(config: List[Any], source: Optional[str] = None,
             raise
         raise SpecError(e.message, source=source, index=e.index + 1,
                         field=_NVIDIA_FIELD.get(e.field, e.field)) from None
+
+
+def _layer_from_entry(e: Any, i: int, family: str, source: Optional[str]) -> LayerSpec:
+    """One entry of NVIDIA's list (position ``i``) as a layer, its keys checked for its kind."""
+    if not isinstance(e, dict):
+        raise SpecError(f"expected an object, got {type(e).__name__}", source=source, index=i)
+    kind = e.get("layer_type")
+    if kind not in _ALLOWED:
+        raise SpecError(f"unknown layer_type {kind!r}; expected one of {sorted(_ALLOWED)}",
+                        source=source, index=i, field="layer_type")
+    unknown = sorted(set(e) - _ALLOWED[kind])
+    if unknown:
+        raise SpecError(f"unexpected keys {unknown} for layer_type {kind!r}", source=source, index=i)
+    _require(e, ("num_in_channels", "num_out_channels"), i, source)
+    if e.get("groups", 1) != 1:
+        raise SpecError(f"only groups=1 is supported, got {e['groups']!r}", source=source, index=i, field="groups")
+    stage = e.get("stage")
+    if kind in ("head", "head_large"):
+        act = e.get("act") or ("swish" if family == "standard" else "relu")
+        return LayerSpec(kind, e["num_in_channels"], e["num_out_channels"], stride=2, act=act,
+                         stage=0 if stage is None else stage)
+    if kind == "tail":
+        if family == "distill":
+            return LayerSpec("tail", e["num_in_channels"], DISTILL_HEAD_CHANNELS,
+                             pre_logits_channels=e["num_out_channels"])
+        return LayerSpec("tail", e["num_in_channels"], e["num_out_channels"])
+    _require(e, ("stride", "kernel_size") + (() if kind == "conv" else ("expansion",)), i, source)
+    act = e.get("act") or ("relu" if family == "distill" else None)
+    if act is None:
+        raise SpecError("missing", source=source, index=i, field="act")
+    return LayerSpec(kind, e["num_in_channels"], e["num_out_channels"], stride=e["stride"],
+                     kernel_size=e["kernel_size"], expansion=e.get("expansion", 1), act=act,
+                     se=bool(e.get("use_se", False)), stage=stage)
+
+
+def _require(entry: Dict[str, Any], fields, i: int, source: Optional[str]) -> None:
+    for f in fields:
+        if f not in entry:
+            raise SpecError("missing", source=source, index=i, field=f)
 
 
 def spec_to_nvidia_config(spec: NetworkSpec) -> List[Dict[str, Any]]:

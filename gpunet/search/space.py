@@ -409,6 +409,20 @@ class SearchSpace:
             raise bad(f"tail width {spec.tail.out_channels} is not this space's {self.tail_channels}")
         if spec.stem.kind != "head":
             raise bad(f"stem {spec.stem.kind!r} is not a single 'head' convolution")
+        by_stage = self._layers_by_stage(spec, bad)
+        vec = np.zeros(self.num_genes, dtype=np.int64)
+        vec[0] = spec.resolution
+        prev_filters = None
+        for s, st in enumerate(self.stages):
+            cfg = self._stem_fields(spec) if s == 0 else self._stage_fields(s, st, by_stage.get(s, []), bad)
+            self._set_stage_genes(vec, s, st, cfg, prev_filters, bad)
+            if cfg.get("filters") is not None:
+                prev_filters = cfg["filters"]
+        if vec[0] not in self.resolutions:
+            raise bad(f"resolution {spec.resolution} is not among {self.resolutions}")
+        return self.canonicalize(vec)
+
+    def _layers_by_stage(self, spec: NetworkSpec, bad) -> Dict[int, List[LayerSpec]]:
         by_stage: Dict[int, List[LayerSpec]] = {}
         for layer in spec.body:
             if layer.stage is None or not 0 < layer.stage < len(self.stages):
@@ -417,53 +431,52 @@ class SearchSpace:
         order = [l.stage for l in spec.body]
         if order != sorted(order):
             raise bad("body layers are not in stage order")
-        vec = np.zeros(self.num_genes, dtype=np.int64)
-        vec[0] = spec.resolution
-        prev_filters = None
-        for s, st in enumerate(self.stages):
-            if s == 0:
-                lay = [spec.stem]
-                cfg = {"filters": spec.stem.out_channels, "act": ACTIVATIONS.index(spec.stem.act or "swish"),
-                       "kernel": 3, "layers": 1}
-            else:
-                lay = by_stage.get(s, [])
-                first = lay[0] if lay else None
-                cfg = {"layers": len(lay)}
-                if first is not None:
-                    if any(l.kind != st.kind for l in lay):
-                        raise bad(f"stage {s} must hold {st.kind!r} blocks")
-                    rest = lay[1:]
-                    sig = lambda l: (l.out_channels, l.kernel_size, l.expansion, l.se, l.act)  # noqa: E731
-                    if any(sig(l) != sig(first) for l in rest):
-                        raise bad(f"stage {s}: layers of a stage must share their configuration")
-                    if first.stride != st.stride or any(l.stride != 1 for l in rest):
-                        raise bad(f"stage {s}: expected stride {st.stride} on the first layer and 1 after")
-                    e = first.expansion
-                    cfg.update(filters=first.out_channels, kernel=first.kernel_size,
-                               expansion=int(e) if float(e) == int(e) else e, se=int(first.se),
-                               act=ACTIVATIONS.index(first.act))
-            for name in _FIELDS:
-                gi = self.gene_index(s, name)
-                if name not in cfg:
-                    if gi is not None:  # empty stage: canonical first choice
-                        vec[gi] = self._genes[gi].choices[0]
-                    continue
-                value = cfg[name]
-                if gi is not None:
-                    vec[gi] = value if isinstance(value, (int, np.integer)) else -1
-                    if value not in self._genes[gi].choices:
-                        shown = self._genes[gi].choices
-                        raise bad(f"stage {s} {name} = {value!r} is not among this space's choices {shown}")
-                elif name == "filters" and "filters" not in st.fixed:
-                    if value != prev_filters:
-                        raise bad(f"stage {s} must share the previous stage's width {prev_filters}, got {value}")
-                elif value != (ACTIVATIONS.index(st.fixed_value("act")) if name == "act" else st.fixed_value(name)):
-                    raise bad(f"stage {s} {name} = {value!r} but this space fixes it to {st.fixed_value(name)!r}")
-            if cfg.get("filters") is not None:
-                prev_filters = cfg["filters"]
-        if vec[0] not in self.resolutions:
-            raise bad(f"resolution {spec.resolution} is not among {self.resolutions}")
-        return self.canonicalize(vec)
+        return by_stage
+
+    @staticmethod
+    def _stem_fields(spec: NetworkSpec) -> Dict[str, Any]:
+        return {"filters": spec.stem.out_channels, "act": ACTIVATIONS.index(spec.stem.act or "swish"),
+                "kernel": 3, "layers": 1}
+
+    @staticmethod
+    def _stage_fields(s: int, st: StageSpace, lay: List[LayerSpec], bad) -> Dict[str, Any]:
+        """A body stage's field values from its layers (only ``layers`` for an empty stage)."""
+        cfg: Dict[str, Any] = {"layers": len(lay)}
+        if not lay:
+            return cfg
+        first, rest = lay[0], lay[1:]
+        if any(l.kind != st.kind for l in lay):
+            raise bad(f"stage {s} must hold {st.kind!r} blocks")
+        sig = lambda l: (l.out_channels, l.kernel_size, l.expansion, l.se, l.act)  # noqa: E731
+        if any(sig(l) != sig(first) for l in rest):
+            raise bad(f"stage {s}: layers of a stage must share their configuration")
+        if first.stride != st.stride or any(l.stride != 1 for l in rest):
+            raise bad(f"stage {s}: expected stride {st.stride} on the first layer and 1 after")
+        e = first.expansion
+        cfg.update(filters=first.out_channels, kernel=first.kernel_size,
+                   expansion=int(e) if float(e) == int(e) else e, se=int(first.se), act=ACTIVATIONS.index(first.act))
+        return cfg
+
+    def _set_stage_genes(self, vec: np.ndarray, s: int, st: StageSpace, cfg: Dict[str, Any],
+                         prev_filters: Optional[int], bad) -> None:
+        """Write a stage's searched fields into ``vec``; fixed and shared fields must match the space."""
+        for name in _FIELDS:
+            gi = self.gene_index(s, name)
+            if name not in cfg:
+                if gi is not None:  # empty stage: canonical first choice
+                    vec[gi] = self._genes[gi].choices[0]
+                continue
+            value = cfg[name]
+            if gi is not None:
+                vec[gi] = value if isinstance(value, (int, np.integer)) else -1
+                if value not in self._genes[gi].choices:
+                    shown = self._genes[gi].choices
+                    raise bad(f"stage {s} {name} = {value!r} is not among this space's choices {shown}")
+            elif name == "filters" and "filters" not in st.fixed:
+                if value != prev_filters:
+                    raise bad(f"stage {s} must share the previous stage's width {prev_filters}, got {value}")
+            elif value != (ACTIVATIONS.index(st.fixed_value("act")) if name == "act" else st.fixed_value(name)):
+                raise bad(f"stage {s} {name} = {value!r} but this space fixes it to {st.fixed_value(name)!r}")
 
     # -- geometry (vectorised) ----------------------------------------------------------------
     def stage_input_sizes(self, vectors) -> List[np.ndarray]:

@@ -60,7 +60,8 @@ class SyntheticEvaluator:
         non_negative(eval_seconds, "eval_seconds")
         if not 0.0 <= fail_rate <= 1.0:
             raise argument_error("fail_rate", f"fail_rate must be in [0, 1], got {fail_rate}")
-        self.eval_seconds, self.steps, self.fail_rate = float(eval_seconds), positive_int(steps, "steps"), float(fail_rate)
+        self.eval_seconds, self.fail_rate = float(eval_seconds), float(fail_rate)
+        self.steps = positive_int(steps, "steps")
 
     def options(self) -> Dict[str, Any]:
         return {"eval_seconds": self.eval_seconds, "steps": self.steps, "fail_rate": self.fail_rate}

@@ -161,7 +161,8 @@ def check_space_fits(space: SearchSpace) -> None:
     """Raise if a space's choices exceed the block-code layout (channels < 8192, sizes < 2048, ...)."""
     widths = [c for g in space.genes if g.field == "filters" for c in g.choices] + [space.tail_channels]
     widths += [int(st.fixed["filters"]) for st in space.stages if "filters" in st.fixed]
-    limits = [("channels", max(widths), CODE_LAYOUT["cin"][1]), ("resolution", max(space.resolutions), CODE_LAYOUT["h"][1]),
+    limits = [("channels", max(widths), CODE_LAYOUT["cin"][1]),
+              ("resolution", max(space.resolutions), CODE_LAYOUT["h"][1]),
               ("kernel", max([c for g in space.genes if g.field == "kernel" for c in g.choices] or [3]),
                CODE_LAYOUT["k"][1]),
               ("expansion x100", 100 * max([c for g in space.genes if g.field == "expansion" for c in g.choices]

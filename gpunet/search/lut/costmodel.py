@@ -97,7 +97,8 @@ def block_weight_bytes(f: Dict[str, np.ndarray], bytes_per_value: int = 4) -> np
     e, se = np.asarray(f["e"], dtype=np.float64), np.asarray(f["se"], dtype=np.float64)
     classes = np.asarray(f.get("classes", 1000), dtype=np.float64)
     mid = _make_divisible8(cin * e)
-    head, conv, fused, irb, tail = (kind == HEAD) | (kind == HEAD_LARGE), kind == CONV, kind == FUSED, kind == IRB, kind == TAIL
+    head = (kind == HEAD) | (kind == HEAD_LARGE)
+    conv, fused, irb, tail = kind == CONV, kind == FUSED, kind == IRB, kind == TAIL
     if f.get("distill", False):  # the distill family's IRB expands to exactly int(in * e)
         mid = np.where(irb, np.floor(cin * e), mid)
     w = np.where(head, 9 * cin * cout + np.where(kind == HEAD_LARGE, 18 * cout * cout, 0), 0.0)
