@@ -54,11 +54,11 @@ def _convert(args) -> int:
     from gpunet._io import atomic_write_text
     from gpunet.weights import convert_to_safetensors, load_manifest
     from gpunet.weights.convert import variant_for_conversion
-    from gpunet.weights.manifest import _is_commit
+    from gpunet.weights.manifest import is_commit
 
     if (args.hf_repo or args.url or args.prefer) and not args.manifest:
         raise ValueError("--hf-repo / --url / --prefer describe a manifest entry: pass --manifest PATH too")
-    if args.hf_repo and not _is_commit(args.hf_revision):
+    if args.hf_repo and not is_commit(args.hf_revision):
         raise ValueError(f"--hf-revision {args.hf_revision!r}: a Hugging Face source must pin a 40-hex commit "
                          f"hash (a branch or tag can move to other bytes)")
     res = convert_to_safetensors(args.name, args.src, args.dst, source=args.source)

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import BadInputError
 
-__all__ = ["MANIFEST_SCHEMA", "FORMATS", "ManifestError", "Source", "Variant", "Manifest",
+__all__ = ["is_commit", "MANIFEST_SCHEMA", "FORMATS", "ManifestError", "Source", "Variant", "Manifest",
            "load_manifest", "manifest_path", "PACKAGED_MANIFEST"]
 
 MANIFEST_SCHEMA = "gpunet-weights/1"
@@ -181,7 +181,7 @@ def _parse_variant(model: str, name: str, v: Any, path: str) -> Variant:
             raise ManifestError(f"{sw}.archive: {s['archive']!r}, expected 'zip' or absent")
         if s.get("archive") == "zip" and not s.get("member"):
             raise ManifestError(f"{sw}: a zip source needs 'member' (the file inside the zip)")
-        if s["type"] == "hf" and not _is_commit(s.get("revision")):
+        if s["type"] == "hf" and not is_commit(s.get("revision")):
             raise ManifestError(f"{sw}.revision: {s.get('revision')!r}; a Hugging Face source must pin a "
                                 f"40-hex commit hash (a branch or tag can move to other bytes after publishing)")
         if s.get("archive_sha256") is not None and not _is_sha256(s["archive_sha256"]):
@@ -192,7 +192,8 @@ def _parse_variant(model: str, name: str, v: Any, path: str) -> Variant:
                    sources=sources, note=v.get("note"))
 
 
-def _is_commit(s: Any) -> bool:
+def is_commit(s: Any) -> bool:
+    """True for a full 40-hex git commit id (a Hugging Face revision pinned to one commit)."""
     return isinstance(s, str) and len(s) == 40 and all(c in "0123456789abcdefABCDEF" for c in s)
 
 
