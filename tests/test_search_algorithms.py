@@ -127,7 +127,7 @@ def test_bad_input_errors(pool):
         search.LaMCTS(pool[:, :40])
     with pytest.raises(search.SearchError, match="NaN"):
         search.RandomSearch(np.where(np.arange(41) == 3, np.nan, pool[:5].astype(float)))
-    with pytest.raises(search.SearchError, match="n must be a positive int"):
+    with pytest.raises(search.SearchError, match="n must be a positive integer"):
         algo.ask(0)
     with pytest.raises(TypeError, match="unknown option"):
         search.LaMCTS(pool, leafsize=3)

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..spec import ACTIVATIONS, LayerSpec, NetworkSpec, conv_padding
+from .._checks import non_negative_int
 from ..errors import GPUNetError
 
 __all__ = ["StageSpace", "SearchSpace", "Gene", "SPACE_FORMAT", "SearchSpaceError"]
@@ -260,8 +261,7 @@ class SearchSpace:
         """Chunks of a scrambled Sobol sequence (seeded) mapped evenly onto each gene's choices."""
         from scipy.stats import qmc
 
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+        non_negative_int(n, "n")
         engine = qmc.Sobol(d=self.num_genes, scramble=True, seed=seed)
         done = 0
         while done < n:

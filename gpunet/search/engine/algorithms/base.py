@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ...._checks import argument_error, positive_int
 from ....errors import GPUNetError
 
 __all__ = ["SearchAlgorithm", "SearchError", "SearchExhausted", "STATE_FORMAT", "POOL_WIDTH"]
@@ -54,7 +55,7 @@ class SearchAlgorithm:
                             f"known: {sorted(self.defaults)}")
         self.options: Dict[str, Any] = {**self.defaults, **opts}
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise SearchError(f"seed must be an int, got {seed!r}")
+            raise argument_error("seed", f"seed must be an int, got {seed!r}", SearchError)
         self.seed = int(seed)
         self.width = int(width)
         self.pool = self._check_pool(getattr(pool, "vectors", pool))
@@ -154,10 +155,7 @@ class SearchAlgorithm:
 
         The rows are in flight until told (or :meth:`release`\\ d); they are never proposed again.
         """
-        k = 1 if n is None else n
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise SearchError(f"{type(self).__name__}.ask: n must be a positive int or None, got {n!r}")
-        k = int(k)
+        k = 1 if n is None else positive_int(n, "n", SearchError)
         if k > self.n_remaining:
             raise SearchExhausted(
                 f"{type(self).__name__}.ask({k}): only {self.n_remaining} of {len(self.pool)} pool rows "
