@@ -512,7 +512,7 @@ class LatencyTable:
 
         fmt = (fmt or os.path.splitext(path)[1].lstrip(".")).lower()
         if fmt not in ("csv", "json"):
-            raise ValueError(f"export format must be 'csv' or 'json' (from --format or the file suffix), got {fmt!r}")
+            raise ValueError(f"export format must be 'csv' or 'json' (fmt, or the suffix of path), got {fmt!r}")
         rows = self.rows()
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
             if fmt == "csv":
