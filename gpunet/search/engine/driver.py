@@ -4,7 +4,7 @@
 
     DIR/search.json          the settings (a resumed run must match them)
     DIR/space.json           the search space of the pool (decoding and export need it)
-    DIR/results.jsonl        the journal: the truth (see :mod:`gpunet.search.journal`)
+    DIR/results.jsonl        the journal: the truth (see :mod:`gpunet.search.engine.journal`)
     DIR/state.json           the algorithm's state dict (told rows, rows in flight, random stream)
     DIR/trials/<id>/         one folder per candidate: its checkpoints, spec, worker pid
 

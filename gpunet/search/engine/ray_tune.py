@@ -1,6 +1,6 @@
 """The search on Ray Tune: a ``Searcher`` around the ask/tell algorithms, one trial per candidate.
 
-- :class:`AskTellSearcher` adapts any :class:`~gpunet.search.algorithms.SearchAlgorithm` to Ray
+- :class:`AskTellSearcher` adapts any :class:`~gpunet.search.engine.algorithms.SearchAlgorithm` to Ray
   Tune (``suggest`` = ``ask``, ``on_trial_complete`` = ``tell``, ``save`` / ``restore`` = the
   algorithm's JSON state dict plus the trials in flight); usable on its own with ``tune.Tuner``.
 - :class:`JournalSearcher` is the searcher of a search run: candidates come from the

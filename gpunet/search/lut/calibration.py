@@ -24,7 +24,7 @@ class Calibration:
     what a block timed alone does not pay: its weights stay in cache between timed runs, while
     inside a network the other blocks' weights evict them, so each image re-reads the network's
     weights from further away (``weight_mb``: the network's weight megabytes, see
-    :func:`~gpunet.search.costmodel.block_weight_bytes`). Past the share of the last-level cache
+    :func:`~gpunet.search.lut.costmodel.block_weight_bytes`). Past the share of the last-level cache
     a network can keep (``cache_mb``, fitted) weights come from DRAM and cost more per megabyte:
     ``missed_mb`` is ``max(w - cache_mb, 0) ** 2 / w`` (``cache_form='smooth'``: nothing at the
     threshold, about one DRAM megabyte per extra megabyte far above it; a shared cache does not

@@ -4,7 +4,7 @@ Each block is split into its ops (convolutions, SE, residual add); an op costs
 ``max(flops / peak, bytes / bandwidth) + overhead`` (the roofline, plus a launch cost), and a
 block is the sum of its ops. The three parameters can be fitted to a table's measured blocks
 (:meth:`RooflineModel.fit`), which is how a partially built table fills its gaps. Everything
-this model produces is an *estimate*; :mod:`gpunet.search.estimate` marks networks that used
+this model produces is an *estimate*; :mod:`gpunet.search.lut.estimate` marks networks that used
 it, and nothing it predicts is ever written into a lookup table.
 """
 from __future__ import annotations

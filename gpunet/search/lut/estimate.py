@@ -45,7 +45,7 @@ class LatencyEstimator:
     """Sorted block codes + latencies of one table for one space, batch and precision.
 
     ``fill``: what to do with blocks the table lacks: ``'nan'`` (network latency NaN, flagged
-    missing), ``'costmodel'`` (a :class:`~gpunet.search.costmodel.RooflineModel` fitted to the
+    missing), ``'costmodel'`` (a :class:`~gpunet.search.lut.costmodel.RooflineModel` fitted to the
     table's measurements fills them; flagged estimated) or ``'error'`` (raise, listing a few).
     """
 

@@ -1,7 +1,7 @@
 """Engine-agnostic ask/tell search algorithms over a pool of candidate vectors (paper section 3.3).
 
 ``LaMCTS`` (LA-MCTS-guided Bayesian optimisation, scikit-learn), ``TPESearch`` (Optuna's TPE) and
-``RandomSearch`` share :class:`~gpunet.search.algorithms.base.SearchAlgorithm`'s contract. The
+``RandomSearch`` share :class:`~gpunet.search.engine.algorithms.base.SearchAlgorithm`'s contract. The
 scikit-learn / Optuna imports happen when an algorithm first needs them.
 """
 from __future__ import annotations
