@@ -13,10 +13,16 @@ on these networks: a held-out check.
 
 Timings from a busy machine are not silently mixed in: the load average is sampled while
 blocks and networks are measured and the spread of each network's timed runs is kept; the
-report (and the saved calibration) carry ``busy`` and the reasons. Nor can the load average see
-other tenants of a shared last-level cache, which change what weight-heavy networks pay: the
-cache share is probed (:func:`~gpunet.latency.cacheshare.cache_share`) around the passes, kept
-with the networks and the calibration, and a move since the calibration was fitted is reported.
+report (and the saved calibration) carry ``busy`` and the reasons (the rules live in
+:mod:`gpunet.latency.machine`). Nor can the load average see other tenants of a shared
+last-level cache, which change what weight-heavy networks pay: the cache share is probed
+(:func:`~gpunet.latency.cacheshare.cache_share`) around the passes, kept with the networks and
+the calibration, and a move since the calibration was fitted is reported.
+
+:func:`validate_lut` runs it as steps, one function each: sample the networks and fill their
+blocks (:func:`_fill_blocks`) -> measure them end to end in passes (:func:`_measure_networks`,
+into a :class:`_Measured`) -> fit the calibration and store it with the networks
+(:func:`_fit_and_store`, into a :class:`_Fit`) -> report (:func:`_report`).
 """
 from __future__ import annotations
 
@@ -25,11 +31,11 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .estimate import Calibration, LatencyEstimator
+from .estimate import Calibration, EstimateResult, LatencyEstimator
 from ...latency.machine import busy_reasons, cache_notes, load_average
 from .build import build_lut
 from .codes import network_blocks
@@ -105,13 +111,19 @@ def _loo_calibrated(sums: np.ndarray, nblocks: np.ndarray, measured: np.ndarray,
 MAX_KEPT_NETWORKS = 1000
 
 
+def _same_run(entry: Dict[str, Any], space: str, statistic: str, precision: str) -> bool:
+    """Whether a kept network was measured for this space, statistic and precision."""
+    return (entry.get("space") == space and entry.get("statistic") == statistic
+            and entry.get("precision", "fp32") == precision)
+
+
 def _earlier_networks(table, space, statistic, current: np.ndarray, precision: str = "fp32"):
     """(entries, (sums, nblocks, measured, weight_mb)) of networks earlier validations measured
-    with this table on this space and statistic (not those measured now); None when there are none."""
+    with this table on this space, statistic and precision (not those measured now); None when
+    there are none."""
     kept = table.get_meta("validation_networks") or []
     now = {tuple(int(x) for x in v) for v in current}
-    rows = [e for e in kept if e.get("space") == space.name and e.get("statistic") == statistic and not e.get("busy")
-            and e.get("precision", "fp32") == precision
+    rows = [e for e in kept if _same_run(e, space.name, statistic, precision) and not e.get("busy")
             and len(e.get("vector", ())) == current.shape[1] and tuple(e["vector"]) not in now]
     if not rows:
         return kept, None
@@ -125,7 +137,275 @@ def _earlier_networks(table, space, statistic, current: np.ndarray, precision: s
     return kept, (est.table_sum_ms[ok], est.n_blocks[ok].astype(np.float64), measured[ok], est.weight_mb[ok])
 
 
+#: networks a fit needs (these and earlier ones) before it takes the weight term: leave-one-out
+#: then leaves enough of them to fit four terms
 MIN_NETWORKS_WEIGHT_TERM = 5
+
+
+@dataclass(frozen=True)
+class _Harness:
+    """How networks are timed: as the table's blocks were (backend, precision, runs, threads)."""
+
+    backend: str
+    precision: str
+    statistic: str  # which of a timing's statistics is the network's latency: median or min
+    iters: int
+    warmup: int
+    threads: Optional[int]
+
+
+@dataclass
+class _Measured:
+    """The networks' end-to-end timings, carried from measuring to fitting, storing and reporting."""
+
+    ms: np.ndarray  # per network: the median of its passes
+    pass_spread: float  # median over networks of (slowest - fastest pass) / median
+    run_spread: float  # median over networks of p90 / median - 1 of their timed runs (NaN: caller timed)
+    median_ms: List[float]  # both statistics of the default harness (empty: the caller timed)
+    min_ms: List[float]
+    load_avg: List[float]  # 1-min load: blocks (highest seen), networks, after
+    cache_share_mb: List[float]  # probed before each pass and after the last (our own timings only)
+    warnings: List[str]  # why the machine counted as busy
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.warnings)
+
+
+@dataclass
+class _Fit:
+    """The calibration fitted on these networks (and the earlier ones the table keeps), and each
+    network's leave-one-out estimate with it and with the older three-term form."""
+
+    calibration: Calibration
+    loo_ms: np.ndarray
+    loo_three_term_ms: np.ndarray
+
+
+def _check_counts(n: int, passes: int) -> None:
+    if n < 4:
+        raise ValueError(f"validation needs n >= 4 networks (calibration is leave-one-out), got {n}")
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be a positive integer, got {passes!r}")
+
+
+def _fill_blocks(lut_path: str, space: SearchSpace, vectors: np.ndarray, backend: str, precision: str,
+                 build: bool, **build_args) -> Tuple[int, float]:
+    """Step 1 (after sampling): fill the table with the blocks these networks need (when ``build``);
+    (blocks measured now, the highest 1-minute load average seen meanwhile)."""
+    load = load_average()
+    if not build:
+        return 0, load
+    counts = build_lut(lut_path, network_blocks(space, vectors, precision=precision), backend, **build_args)
+    return counts["measured"], max(load, *counts["load_avg"])
+
+
+def _stored_calibration(table: LatencyTable, statistic: str,
+                        precision: str) -> Tuple[Optional[Calibration], Optional[float]]:
+    """The table's earlier calibration for this statistic and precision (None when it has none)
+    and the cache share (MB) it was fitted under."""
+    meta = table.get_meta("calibration")
+    if not (meta and meta.get("statistic", "median") == statistic and meta.get("precision", "fp32") == precision):
+        return None, None
+    return Calibration.from_dict(meta), meta.get("cache_share_mb")
+
+
+class _NetworkTimer:
+    """Times networks end to end with the harness, keeping each timing's run spread and both
+    statistics. On ONNX Runtime / OpenVINO each network is exported once into a scratch folder
+    (removed on exit) and every pass times that graph in a fresh session."""
+
+    def __init__(self, harness: _Harness):
+        self.harness = harness
+        self.spreads: List[float] = []
+        self.both: List[Tuple[float, float]] = []  # (median, min) of each timing
+        self._exported: Dict[int, str] = {}  # id(spec) -> its ONNX file, exported once for all passes
+        self._folder = ""
+
+    def __enter__(self) -> "_NetworkTimer":
+        self._folder = tempfile.mkdtemp(prefix="gpunet-validate-")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __call__(self, spec) -> float:
+        from ...latency import benchmark
+        from ...model import build_model
+
+        h = self.harness
+        model, shape = build_model(spec), (1, 3, spec.resolution, spec.resolution)
+        result = benchmark(model, backend=h.backend, input_shape=shape, iters=h.iters, warmup=h.warmup,
+                           threads=h.threads, precision=h.precision, onnx_graph=self._graph(spec, model, shape))
+        self.spreads.append(result.p90_ms / result.median_ms - 1.0)
+        self.both.append((result.median_ms, result.min_ms))
+        return result.min_ms if h.statistic == "min" else result.median_ms
+
+    def _graph(self, spec, model, shape):
+        """The network's ONNX graph where the backend runs one (exported on first use), else None."""
+        if self.harness.backend not in ("onnxruntime", "openvino") or self.harness.precision == "int8":
+            return None
+        import onnx
+
+        from ...export.onnx import export_onnx_proto
+
+        if id(spec) not in self._exported:
+            path = os.path.join(self._folder, f"{len(self._exported)}.onnx")
+            onnx.save(export_onnx_proto(model, shape), path)
+            self._exported[id(spec)] = path
+        return onnx.load(self._exported[id(spec)])
+
+
+def _run_passes(specs: Sequence[Any], time_network: Callable[[Any], float], passes: int, progress: Optional[bool],
+                probe: bool) -> Tuple[np.ndarray, List[float]]:
+    """Whole passes over the networks, so drift over minutes touches every network alike:
+    (passes x networks timings, the cache share probed before each pass and after the last)."""
+    from tqdm.auto import tqdm
+
+    from ...latency.cacheshare import cache_share
+
+    bar = tqdm(total=len(specs) * passes, desc="end-to-end", unit="net",
+               disable=(not progress) if progress is not None else None)
+    per_pass, shares = [], []
+    try:
+        for _ in range(passes):
+            if probe:
+                shares.append(cache_share().mb)
+            row = []
+            for spec in specs:
+                row.append(time_network(spec))
+                bar.update(1)
+            per_pass.append(row)
+        if probe:
+            shares.append(cache_share().mb)
+    finally:
+        bar.close()
+    return np.array(per_pass, dtype=np.float64), shares
+
+
+def _both_statistics(both: List[Tuple[float, float]], passes: int, n: int) -> Tuple[List[float], List[float]]:
+    """Per network: the median of its passes' medians and the min of all its runs ([] when unknown)."""
+    if not both or len(both) != passes * n:
+        return [], []
+    runs = np.array(both, dtype=np.float64).reshape(passes, n, 2)
+    return np.median(runs[:, :, 0], axis=0).tolist(), runs[:, :, 1].min(axis=0).tolist()
+
+
+def _measure_networks(specs: List[Any], harness: _Harness, measure_network: Optional[Callable[[Any], float]],
+                      passes: int, progress: Optional[bool], block_load: float) -> _Measured:
+    """Step 2: time every network end to end in ``passes`` (with the caller's ``measure_network``
+    if given, else with the harness, probing the CPU cache our own timings run in)."""
+    loads = [block_load, load_average()]
+    if measure_network is not None:  # the caller's timings: this machine's cache says nothing about them
+        per_pass, shares = _run_passes(specs, measure_network, passes, progress, probe=False)
+        spreads, both = [], []
+    else:
+        with _NetworkTimer(harness) as timer:
+            per_pass, shares = _run_passes(specs, timer, passes, progress, probe=harness.backend != "tensorrt")
+        spreads, both = timer.spreads, timer.both
+    loads.append(load_average())
+    measured = np.median(per_pass, axis=0)
+    pass_spread = float(np.median((per_pass.max(0) - per_pass.min(0)) / measured)) if passes > 1 else 0.0
+    run_spread = float(np.median(spreads)) if spreads else float("nan")
+    median_ms, min_ms = _both_statistics(both, passes, len(specs))
+    return _Measured(ms=measured, pass_spread=pass_spread, run_spread=run_spread, median_ms=median_ms,
+                     min_ms=min_ms, load_avg=loads, cache_share_mb=shares,
+                     warnings=busy_reasons(loads, run_spread, harness.threads))
+
+
+def _fit(est: EstimateResult, measured: np.ndarray, earlier) -> _Fit:
+    """The calibration on these networks plus ``earlier`` ones (see :func:`_earlier_networks`) and the
+    leave-one-out estimates; the weight term (and the earlier networks) only once leave-one-out
+    leaves enough networks to fit four terms."""
+    sums, nblocks = est.table_sum_ms, est.n_blocks.astype(np.float64)
+    n_fit = len(measured) + (0 if earlier is None else len(earlier[0]))
+    wmb = est.weight_mb if n_fit >= MIN_NETWORKS_WEIGHT_TERM else None
+    extra = earlier if wmb is not None else None
+    parts = [sums, nblocks, measured, wmb]
+    if extra is not None:
+        parts = [np.concatenate([a, b]) for a, b in zip(parts, extra)]
+    return _Fit(calibration=Calibration.fit(*parts),
+                loo_ms=_loo_calibrated(sums, nblocks, measured, wmb, extra=extra),
+                loo_three_term_ms=_loo_calibrated(sums, nblocks, measured))
+
+
+def _keep_networks(kept: List[Dict[str, Any]], vectors: np.ndarray, nets: _Measured, space: SearchSpace,
+                   harness: _Harness, seed: int) -> List[Dict[str, Any]]:
+    """The table's kept networks with these added (replacing an earlier measurement of the same
+    network, space, statistic and precision), the newest :data:`MAX_KEPT_NETWORKS`."""
+    share = {"cache_share_mb": float(np.median(nets.cache_share_mb))} if nets.cache_share_mb else {}
+    new = [{"vector": [int(x) for x in v], "measured_ms": float(m), "space": space.name,
+            "statistic": harness.statistic, "precision": harness.precision, "seed": seed, "busy": nets.busy, **share}
+           for v, m in zip(vectors, nets.ms)]
+    now = {tuple(e["vector"]) for e in new}
+    older = [e for e in kept if not (tuple(e.get("vector", ())) in now
+                                     and _same_run(e, space.name, harness.statistic, harness.precision))]
+    return (older + new)[-MAX_KEPT_NETWORKS:]
+
+
+def _calibration_meta(calibration: Calibration, kept: List[Dict[str, Any]], nets: _Measured, space: SearchSpace,
+                      harness: _Harness, seed: int) -> Dict[str, Any]:
+    """The calibration as stored in the table's meta, with what it was fitted on and under; its
+    cache share is over the kept networks it holds for (busy runs left out)."""
+    shares = [e["cache_share_mb"] for e in kept if "cache_share_mb" in e and not e.get("busy")
+              and _same_run(e, space.name, harness.statistic, harness.precision)]
+    return {**calibration.to_dict(), "space": space.name, "statistic": harness.statistic,
+            "precision": harness.precision, "seed": seed, "fitted_at": time.time(), "busy": nets.busy,
+            "resolutions": [int(min(space.resolutions)), int(max(space.resolutions))],
+            "warnings": nets.warnings, "load_avg": nets.load_avg,
+            "cache_share_mb": float(np.median(shares)) if shares else None}
+
+
+def _fit_and_store(table: LatencyTable, space: SearchSpace, vectors: np.ndarray, est: EstimateResult,
+                   nets: _Measured, harness: _Harness, seed: int, save: bool) -> _Fit:
+    """Step 3: fit the calibration on these and every earlier network the table keeps; with ``save``
+    keep these networks in the table and store the calibration."""
+    kept, earlier = _earlier_networks(table, space, harness.statistic, vectors, harness.precision)
+    fit = _fit(est, nets.ms, earlier)
+    if save:
+        kept = _keep_networks(kept, vectors, nets, space, harness, seed)
+        table.set_meta("validation_networks", kept)
+        table.set_meta("calibration", _calibration_meta(fit.calibration, kept, nets, space, harness, seed))
+    return fit
+
+
+def _within_10pct(rel: np.ndarray) -> float:
+    return float(np.mean(np.abs(rel) <= 0.10))
+
+
+def _scores(est: EstimateResult, measured: np.ndarray, fit: _Fit, stored: Optional[Calibration]) -> Dict[str, Any]:
+    """The report's numbers: ranks and errors of the raw table sum, of the leave-one-out calibrated
+    estimates (four-term and three-term), of the in-sample fit and of the stored calibration."""
+    from scipy.stats import spearmanr
+
+    sums, nblocks, weight_mb = est.table_sum_ms, est.n_blocks.astype(np.float64), est.weight_mb
+    rel_loo = (fit.loo_ms - measured) / measured
+    rel_in = (fit.calibration.apply(sums, nblocks, weight_mb) - measured) / measured
+    rel_stored = None if stored is None else (stored.apply(sums, nblocks, weight_mb) - measured) / measured
+    return dict(
+        spearman_table_sum=float(spearmanr(sums, measured)[0]),
+        spearman_calibrated=float(spearmanr(fit.loo_ms, measured)[0]),
+        mean_error_table_sum=float(np.mean((sums - measured) / measured)),
+        mean_abs_error_calibrated=float(np.mean(np.abs(rel_loo))),
+        within_10pct_calibrated=_within_10pct(rel_loo), within_10pct_in_sample=_within_10pct(rel_in),
+        within_10pct_three_term=_within_10pct((fit.loo_three_term_ms - measured) / measured),
+        within_10pct_stored=None if rel_stored is None else _within_10pct(rel_stored),
+        mean_abs_error_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored))))
+
+
+def _report(header: Dict[str, Any], space: SearchSpace, vectors: np.ndarray, est: EstimateResult, nets: _Measured,
+            fit: _Fit, stored: Optional[Calibration], stored_share: Optional[float], start: float) -> ValidationReport:
+    """Step 4: the report; ``header``: what was validated, where and how (lut, backend, device_id,
+    space, n, seed, statistic, precision, passes, blocks_measured)."""
+    scores = _scores(est, nets.ms, fit, stored)
+    notes = cache_notes(nets.cache_share_mb, stored_share, stored.cache_mb if stored is not None else None)
+    return ValidationReport(
+        **header, **scores, calibration=fit.calibration.to_dict(), seconds=time.time() - start,
+        measured_ms=nets.ms.tolist(), table_sum_ms=est.table_sum_ms.tolist(), calibrated_ms=fit.loo_ms.tolist(),
+        n_blocks=est.n_blocks.tolist(), resolutions=space.resolution(vectors).tolist(),
+        weight_mb=est.weight_mb.tolist(), measured_median_ms=nets.median_ms, measured_min_ms=nets.min_ms,
+        load_avg=nets.load_avg, run_spread=nets.run_spread, busy=nets.busy, warnings=nets.warnings,
+        pass_spread=nets.pass_spread, cache_share_mb=nets.cache_share_mb, cache_notes=notes)
 
 
 def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space: Optional[SearchSpace] = None,
@@ -143,150 +423,29 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     sessions minutes apart (which of its weights stay in a shared cache), which one pass would put
     into the calibration's error. On ONNX Runtime / OpenVINO each network is exported once and
     every pass times it in a fresh session (the export costs seconds, the timing a fraction).
+    ``measure_network``: times one :class:`~gpunet.spec.NetworkSpec` instead of the harness (ms).
     """
-    from ...export.onnx import export_onnx_proto
-    from ...model import build_model
-    from ...latency import benchmark, device_fingerprint
-    from ...latency.cacheshare import cache_share
+    from ...latency import device_fingerprint
 
-    if n < 4:
-        raise ValueError(f"validation needs n >= 4 networks (calibration is leave-one-out), got {n}")
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"passes must be a positive integer, got {passes!r}")
+    _check_counts(n, passes)
     start = time.time()
     space = space or SearchSpace.small()
     vectors = space.sample(n, seed=seed)
-    measured_blocks = 0
-    load_avg = [load_average()]
-    if build_missing:
-        counts = build_lut(lut_path, network_blocks(space, vectors, precision=precision), backend, iters=iters,
-                           warmup=warmup, threads=threads, progress=progress, refresh=refresh_blocks)
-        measured_blocks = counts["measured"]
-        load_avg[0] = max(load_avg[0], *counts["load_avg"])
+    blocks_measured, block_load = _fill_blocks(lut_path, space, vectors, backend, precision, build_missing,
+                                               iters=iters, warmup=warmup, threads=threads, progress=progress,
+                                               refresh=refresh_blocks)
     with LatencyTable(lut_path, backend=backend, fingerprint=device_fingerprint(backend)) as table:
-        threads = table.get_meta("threads", threads)
+        harness = _Harness(backend, precision, statistic, iters, warmup, table.get_meta("threads", threads))
         est = LatencyEstimator(table, space, precision=precision, fill="error", calibration=False,
                                statistic=statistic).estimate(vectors)
-        stored_meta = table.get_meta("calibration")
-        stored = Calibration.from_dict(stored_meta) if stored_meta and stored_meta.get("statistic", "median") == \
-            statistic and stored_meta.get("precision", "fp32") == precision else None
-        spreads, both = [], []
-
-        exported: Dict[int, str] = {}  # id(spec) -> its ONNX file in `graphs`, exported once for all passes
-
-        own_timing = measure_network is None
-        if own_timing:
-            def measure_network(spec):
-                model, shape = build_model(spec), (1, 3, spec.resolution, spec.resolution)
-                graph = None
-                if backend in ("onnxruntime", "openvino") and precision != "int8":
-                    import onnx
-
-                    if id(spec) not in exported:
-                        path = os.path.join(graphs, f"{len(exported)}.onnx")
-                        onnx.save(export_onnx_proto(model, shape), path)
-                        exported[id(spec)] = path
-                    graph = onnx.load(exported[id(spec)])
-                result = benchmark(model, backend=backend, input_shape=shape, iters=iters, warmup=warmup,
-                                   threads=threads, precision=precision, onnx_graph=graph)
-                spreads.append(result.p90_ms / result.median_ms - 1.0)
-                both.append((result.median_ms, result.min_ms))
-                return result.min_ms if statistic == "min" else result.median_ms
-
-        from tqdm.auto import tqdm
-
-        load_avg.append(load_average())
-        specs = [space.decode(v) for v in vectors]
-        bar = tqdm(total=n * passes, desc="end-to-end", unit="net",
-                   disable=(not progress) if progress is not None else None)
-        per_pass, shares = [], []
-        probe = own_timing and backend != "tensorrt"  # the CPU cache our own timings ran in
-        graphs = tempfile.mkdtemp(prefix="gpunet-validate-")
-        try:
-            for _ in range(passes):  # whole passes, so drift over minutes touches every network alike
-                if probe:
-                    shares.append(cache_share().mb)
-                row = []
-                for spec in specs:
-                    row.append(measure_network(spec))
-                    bar.update(1)
-                per_pass.append(row)
-            if probe:
-                shares.append(cache_share().mb)
-        finally:
-            bar.close()
-            shutil.rmtree(graphs, ignore_errors=True)
-        per_pass = np.array(per_pass, dtype=np.float64)
-        measured = np.median(per_pass, axis=0)
-        pass_spread = float(np.median((per_pass.max(0) - per_pass.min(0)) / measured)) if passes > 1 else 0.0
-        load_avg.append(load_average())
-        spread = float(np.median(spreads)) if spreads else float("nan")
-        reasons = busy_reasons(load_avg, spread, threads)
-        notes = cache_notes(shares, stored_meta.get("cache_share_mb") if stored is not None else None,
-                            stored.cache_mb if stored is not None else None)
-        sums, nblocks, weight_mb = est.table_sum_ms, est.n_blocks.astype(np.float64), est.weight_mb
-        # the weight term only once leave-one-out leaves enough networks to fit four terms
-        kept, earlier = _earlier_networks(table, space, statistic, vectors, precision)
-        n_fit = n + (0 if earlier is None else len(earlier[0]))
-        wmb = weight_mb if n_fit >= MIN_NETWORKS_WEIGHT_TERM else None
-        if wmb is None or earlier is None:
-            earlier = None
-        parts = [sums, nblocks, measured, wmb]
-        if earlier is not None:
-            parts = [np.concatenate([a, b]) for a, b in zip(parts, earlier)]
-        calibration = Calibration.fit(*parts)
-        loo = _loo_calibrated(sums, nblocks, measured, wmb, extra=earlier)
-        loo3 = _loo_calibrated(sums, nblocks, measured)
-        if save_calibration:
-            new = [{"vector": [int(x) for x in v], "measured_ms": float(m), "space": space.name,
-                    "statistic": statistic, "precision": precision, "seed": seed, "busy": bool(reasons),
-                    **({"cache_share_mb": float(np.median(shares))} if shares else {})}
-                   for v, m in zip(vectors, measured)]
-            now = {tuple(e["vector"]) for e in new}
-            kept = [e for e in kept if not (tuple(e.get("vector", ())) in now and e.get("space") == space.name
-                                            and e.get("statistic") == statistic
-                                            and e.get("precision", "fp32") == precision)] + new
-            kept = kept[-MAX_KEPT_NETWORKS:]
-            table.set_meta("validation_networks", kept)
-            fitted_shares = [e["cache_share_mb"] for e in kept if "cache_share_mb" in e and not e.get("busy")
-                             and e.get("space") == space.name and e.get("statistic") == statistic
-                             and e.get("precision", "fp32") == precision]
-            table.set_meta("calibration", {**calibration.to_dict(), "space": space.name, "statistic": statistic,
-                                           "precision": precision,
-                                           "seed": seed, "fitted_at": time.time(), "busy": bool(reasons),
-                                           "resolutions": [int(min(space.resolutions)), int(max(space.resolutions))],
-                                           "warnings": reasons, "load_avg": load_avg,
-                                           "cache_share_mb": float(np.median(fitted_shares)) if fitted_shares
-                                           else None})
+        stored, stored_share = _stored_calibration(table, statistic, precision)
+        nets = _measure_networks([space.decode(v) for v in vectors], harness, measure_network, passes, progress,
+                                 block_load)
+        fit = _fit_and_store(table, space, vectors, est, nets, harness, seed, save_calibration)
         device_id = table.device_id
-
-    from scipy.stats import spearmanr
-
-    both_stats: List[List[float]] = [[], []]  # per network: median of its passes' medians, min of all runs
-    if both and len(both) == passes * n:
-        runs = np.array(both, dtype=np.float64).reshape(passes, n, 2)
-        both_stats = [np.median(runs[:, :, 0], axis=0).tolist(), runs[:, :, 1].min(axis=0).tolist()]
-
-    rel_loo = (loo - measured) / measured
-    rel_in = (calibration.apply(sums, nblocks, weight_mb) - measured) / measured
-    rel_stored = None if stored is None else (stored.apply(sums, nblocks, weight_mb) - measured) / measured
-    report = ValidationReport(
-        lut=lut_path, backend=backend, device_id=device_id, space=space.name, n=n, seed=seed, statistic=statistic,
-        spearman_table_sum=float(spearmanr(sums, measured)[0]),
-        spearman_calibrated=float(spearmanr(loo, measured)[0]),
-        mean_error_table_sum=float(np.mean((sums - measured) / measured)),
-        mean_abs_error_calibrated=float(np.mean(np.abs(rel_loo))),
-        within_10pct_calibrated=float(np.mean(np.abs(rel_loo) <= 0.10)),
-        within_10pct_in_sample=float(np.mean(np.abs(rel_in) <= 0.10)),
-        calibration=calibration.to_dict(), blocks_measured=measured_blocks, seconds=time.time() - start,
-        measured_ms=measured.tolist(), table_sum_ms=sums.tolist(), calibrated_ms=loo.tolist(),
-        n_blocks=est.n_blocks.tolist(), resolutions=space.resolution(vectors).tolist(),
-        weight_mb=weight_mb.tolist(), within_10pct_three_term=float(np.mean(np.abs((loo3 - measured) / measured) <= 0.10)),
-        within_10pct_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored) <= 0.10)),
-        mean_abs_error_stored=None if rel_stored is None else float(np.mean(np.abs(rel_stored))),
-        measured_median_ms=both_stats[0], measured_min_ms=both_stats[1],
-        load_avg=load_avg, run_spread=spread, busy=bool(reasons), warnings=reasons, precision=precision,
-        passes=passes, pass_spread=pass_spread, cache_share_mb=shares, cache_notes=notes)
+    header = dict(lut=lut_path, backend=backend, device_id=device_id, space=space.name, n=n, seed=seed,
+                  statistic=statistic, precision=precision, passes=passes, blocks_measured=blocks_measured)
+    report = _report(header, space, vectors, est, nets, fit, stored, stored_share, start)
     if plot:
         plot_validation(report, plot)
         report.plot = plot
