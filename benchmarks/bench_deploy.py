@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import gpunet  # noqa: E402
 from gpunet.cli._fmt import format_table  # noqa: E402
-from gpunet.export.onnx import export_onnx_proto, max_errors, resolve_model_input  # noqa: E402
+from gpunet.export.onnx import export_onnx_proto, max_errors  # noqa: E402
+from gpunet.hub import resolve_model_input  # noqa: E402
 from gpunet.latency.bench import _openvino_runner, _ort_runner, _torch_runner, _torch_threads, make_runner  # noqa: E402
 from gpunet.latency.fingerprint import device_fingerprint  # noqa: E402
 

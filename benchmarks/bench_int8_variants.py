@@ -26,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from gpunet.export.onnx import export_onnx_proto, quiet, resolve_model_input  # noqa: E402
+from gpunet.export.onnx import export_onnx_proto, quiet  # noqa: E402
+from gpunet.hub import resolve_model_input  # noqa: E402
 from gpunet.export.openvino import compile_openvino  # noqa: E402
 from gpunet.export.quantize import _signed_activations, cpu_activations, random_calibration  # noqa: E402
 

@@ -1,17 +1,23 @@
-"""``get_model``: a hub name (or spec) in, a ready ``nn.Module`` out."""
+"""``get_model``: a hub name (or spec) in, a ready ``nn.Module`` out; ``resolve_model_input``: the same
+plus the NCHW input it takes, for everything downstream that runs a model (export, latency)."""
 from __future__ import annotations
 
+import copy
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from .model import build_model
+from .model import GPUNet, build_model
 from .registry import get_registry
 from .nvidia import load_any
 from .spec import NetworkSpec
 
-__all__ = ["get_model", "load_spec", "wrap_features"]
+__all__ = ["get_model", "load_spec", "wrap_features", "resolve_model_input", "RESOLUTION_MULTIPLE"]
+
+#: every hub model's input side is a multiple of this (456 = 57 * 8); other sizes are refused
+#: so stride-2 layers see the same aligned grids the published latencies were measured on.
+RESOLUTION_MULTIPLE = 8
 
 
 def _as_path(name: Any) -> Optional[str]:
@@ -101,3 +107,57 @@ def get_model(name: Union[str, os.PathLike, NetworkSpec], gpu: Optional[str] = N
     if features_only:
         return wrap_features(model, out_indices)
     return model
+
+
+def _check_resolution(resolution: Any, spec: Any = None) -> int:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    if resolution % RESOLUTION_MULTIPLE:
+        lo = resolution // RESOLUTION_MULTIPLE * RESOLUTION_MULTIPLE
+        raise ValueError(f"resolution {resolution} is not a multiple of {RESOLUTION_MULTIPLE} as GPUNet "
+                         f"inputs must be; try {max(lo, RESOLUTION_MULTIPLE)} or {lo + RESOLUTION_MULTIPLE}")
+    if spec is not None:
+        sizes = spec.spatial_sizes(resolution)
+        if min(sizes) < 1:
+            raise ValueError(f"resolution {resolution} is too small for {spec.name or 'this model'}: "
+                             f"its feature maps shrink to {min(sizes)} px")
+    return resolution
+
+
+def resolve_model_input(model_or_name: Union[str, nn.Module], batch_size: int = 1,
+                        resolution: Optional[int] = None,
+                        input_shape: Optional[Sequence[int]] = None) -> Tuple[nn.Module, Tuple[int, ...], str]:
+    """(eval-mode model, NCHW input shape, display name) for a hub name, GPUNet or any module.
+
+    A module the caller passed is copied first: its training mode and dtype stay as they were."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(model_or_name, str):
+        model = get_model(model_or_name)
+        name = model.spec.name or model_or_name
+    elif isinstance(model_or_name, nn.Module):
+        model, name = model_or_name, getattr(getattr(model_or_name, "spec", None), "name", None) \
+            or type(model_or_name).__name__
+    else:
+        raise TypeError(f"model_or_name must be a hub model name or an nn.Module, got {type(model_or_name).__name__}")
+    spec = model.spec if isinstance(model, GPUNet) else None
+    if input_shape is not None:
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) == 3:
+            shape = (batch_size,) + shape
+        if len(shape) != 4 or min(shape) < 1:
+            raise ValueError(f"input_shape must be (C, H, W) or (N, C, H, W) with positive sizes, got {input_shape!r}")
+        if resolution is not None and shape[2:] != (resolution, resolution):
+            raise ValueError(f"resolution={resolution} contradicts input_shape={tuple(input_shape)}")
+        if spec is not None:
+            for side in shape[2:]:
+                _check_resolution(side, spec)
+    elif spec is not None:
+        res = _check_resolution(spec.resolution if resolution is None else resolution, spec)
+        shape = (batch_size, getattr(model, "in_chans", 3), res, res)
+    else:
+        raise ValueError(f"input_shape=(C, H, W) is required for a {type(model).__name__} "
+                         f"(only GPUNets and hub names know their input size)")
+    if model is model_or_name:
+        model = copy.deepcopy(model)
+    return model.eval(), shape, str(name)

@@ -185,7 +185,8 @@ def test_cli_export_onnx(out, capsys):
 @needs_onnx
 def test_export_leaves_the_callers_model_untouched(out):
     """Exporting mid-training must not switch the caller's model to eval, nor cast it to fp32."""
-    from gpunet.export.onnx import check_onnx, export_onnx_proto, resolve_model_input
+    from gpunet.export.onnx import check_onnx, export_onnx_proto
+    from gpunet.hub import resolve_model_input
 
     net = _small_net().train()
     before = {k: v.clone() for k, v in net.state_dict().items()}

@@ -22,11 +22,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .._extras import require
 from .._io import atomic_path
 from ..errors import GPUNetError
+from ..hub import resolve_model_input
 
-__all__ = ["export_onnx", "export_onnx_proto", "ExportReport", "ExportError", "resolve_model_input",
-           "check_onnx", "require", "DEFAULT_OPSET", "TOLERANCES"]
+__all__ = ["export_onnx", "export_onnx_proto", "ExportReport", "ExportError", "check_onnx", "DEFAULT_OPSET",
+           "TOLERANCES"]
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +36,10 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 20
 #: max |onnx - torch| / max |torch| allowed when checking, per precision.
 TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2}
-#: every hub model's input side is a multiple of this (456 = 57 * 8); other sizes are refused
-#: so stride-2 layers see the same aligned grids the published latencies were measured on.
-RESOLUTION_MULTIPLE = 8
 
 
 class ExportError(GPUNetError, RuntimeError):
     """Export or verification failed (the message says which check and by how much)."""
-
-
-def require(module: str, extra: str, what: str) -> Any:
-    """Import an optional dependency or raise an ImportError naming the pip extra."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"{what} needs the '{module}' package: pip install 'gpunet[{extra}]' "
-                          f"(or pip install {module})") from e
 
 
 @dataclass
@@ -73,64 +61,6 @@ class ExportReport:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _check_resolution(resolution: Any, spec: Any = None) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
-    if resolution % RESOLUTION_MULTIPLE:
-        lo = resolution // RESOLUTION_MULTIPLE * RESOLUTION_MULTIPLE
-        raise ValueError(f"resolution {resolution} is not a multiple of {RESOLUTION_MULTIPLE} as GPUNet "
-                         f"inputs must be; try {max(lo, RESOLUTION_MULTIPLE)} or {lo + RESOLUTION_MULTIPLE}")
-    if spec is not None:
-        sizes = spec.spatial_sizes(resolution)
-        if min(sizes) < 1:
-            raise ValueError(f"resolution {resolution} is too small for {spec.name or 'this model'}: "
-                             f"its feature maps shrink to {min(sizes)} px")
-    return resolution
-
-
-def resolve_model_input(model_or_name: Union[str, nn.Module], batch_size: int = 1,
-                        resolution: Optional[int] = None,
-                        input_shape: Optional[Sequence[int]] = None) -> Tuple[nn.Module, Tuple[int, ...], str]:
-    """(eval-mode model, NCHW input shape, display name) for a hub name, GPUNet or any module.
-
-    A module the caller passed is copied first: its training mode and dtype stay as they were."""
-    from ..model import GPUNet
-
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(model_or_name, str):
-        from ..hub import get_model
-
-        model = get_model(model_or_name)
-        name = model.spec.name or model_or_name
-    elif isinstance(model_or_name, nn.Module):
-        model, name = model_or_name, getattr(getattr(model_or_name, "spec", None), "name", None) \
-            or type(model_or_name).__name__
-    else:
-        raise TypeError(f"model_or_name must be a hub model name or an nn.Module, got {type(model_or_name).__name__}")
-    spec = model.spec if isinstance(model, GPUNet) else None
-    if input_shape is not None:
-        shape = tuple(int(s) for s in input_shape)
-        if len(shape) == 3:
-            shape = (batch_size,) + shape
-        if len(shape) != 4 or min(shape) < 1:
-            raise ValueError(f"input_shape must be (C, H, W) or (N, C, H, W) with positive sizes, got {input_shape!r}")
-        if resolution is not None and shape[2:] != (resolution, resolution):
-            raise ValueError(f"resolution={resolution} contradicts input_shape={tuple(input_shape)}")
-        if spec is not None:
-            for side in shape[2:]:
-                _check_resolution(side, spec)
-    elif spec is not None:
-        res = _check_resolution(spec.resolution if resolution is None else resolution, spec)
-        shape = (batch_size, getattr(model, "in_chans", 3), res, res)
-    else:
-        raise ValueError(f"input_shape=(C, H, W) is required for a {type(model).__name__} "
-                         f"(only GPUNets and hub names know their input size)")
-    if model is model_or_name:
-        model = copy.deepcopy(model)
-    return model.eval(), shape, str(name)
 
 
 @contextlib.contextmanager

@@ -12,8 +12,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
+from .._extras import require
 from .._io import atomic_path
-from .onnx import ExportError, check_onnx, export_onnx_proto, max_errors, require, resolve_model_input, TOLERANCES
+from ..hub import resolve_model_input
+from .onnx import ExportError, check_onnx, export_onnx_proto, max_errors, TOLERANCES
 
 __all__ = ["compile_openvino", "export_openvino", "openvino_precisions", "OPENVINO_PRECISIONS"]
 

@@ -28,7 +28,9 @@ import torch
 from torch import nn
 
 from .._io import atomic_path
-from .onnx import check_onnx, export_onnx_proto, quiet, require, resolve_model_input
+from .._extras import require
+from ..hub import resolve_model_input
+from .onnx import check_onnx, export_onnx_proto, quiet
 from ..errors import GPUNetError
 
 __all__ = ["quantize", "quantize_proto", "QuantizeReport", "QuantizationError", "AccuracyDropError",

@@ -166,7 +166,7 @@ def builder_flags(precision: str, strongly_typed: bool) -> Tuple[str, ...]:
 
 def onnx_quantizers(onnx_path: str) -> Dict[str, Any]:
     """Q/DQ node counts of an ONNX file and the quantizers TensorRT refuses (uint8 zero points)."""
-    from .onnx import require
+    from .._extras import require
 
     onnx = require("onnx", "onnx", "Inspecting an ONNX file for TensorRT")
     model = onnx.load(onnx_path, load_external_data=False)
@@ -247,7 +247,30 @@ def build_engine(onnx_path: Union[str, os.PathLike], engine_path: Union[str, os.
         a dict with the engine path, TensorRT version, precision, builder flags and I/O shapes.
     """
     onnx_path, engine_path = os.fspath(onnx_path), os.fspath(engine_path)
-    # validate what can be validated before touching TensorRT, so option errors are the same everywhere
+    quant = _check_onnx_file(onnx_path, precision, workspace_gb, batch, max_batch, strongly_typed)
+    trt = _import_tensorrt()
+    major, minor = parse_tensorrt_version(trt.__version__)
+    opts = validate_engine_options(precision, workspace_gb, batch, max_batch, strongly_typed, major,
+                                   _onnx_compute_dtype(onnx_path), quant["quantized"] if quant else None)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = _builder(trt, logger)
+    # the parser owns the network's weights: it stays referenced here until the engine is built
+    network, parser = _parse_network(trt, builder, logger, onnx_path, opts.strongly_typed)
+    config, set_flags = _builder_config(trt, builder, opts)
+    inputs, dynamic = _add_batch_profile(builder, network, config, opts)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
+    atomic_write_bytes(engine_path, bytes(serialized))
+    return {"engine_path": engine_path, "tensorrt": trt.__version__, "precision": opts.precision,
+            "strongly_typed": opts.strongly_typed, "builder_flags": list(set_flags), "inputs": inputs,
+            "dynamic_batch": dynamic, "batch": opts.batch, "max_batch": opts.max_batch if dynamic else opts.batch}
+
+
+def _check_onnx_file(onnx_path: str, precision: str, workspace_gb: float, batch: int, max_batch: Optional[int],
+                     strongly_typed: Optional[bool]) -> Optional[Dict[str, Any]]:
+    """Everything checkable before touching TensorRT, so option errors are the same everywhere;
+    returns :func:`onnx_quantizers` of the file, or None where onnx is missing and not needed."""
     validate_engine_options(precision, workspace_gb, batch, max_batch, strongly_typed, major=10)
     if not os.path.isfile(onnx_path):
         raise FileNotFoundError(f"ONNX file {onnx_path} does not exist (export it with gpunet.export_onnx)")
@@ -260,20 +283,24 @@ def build_engine(onnx_path: Union[str, os.PathLike], engine_path: Union[str, os.
             raise ValueError(f"{onnx_path}: TensorRT takes signed int8 quantizers only, but {len(quant['unsigned'])} "
                              f"have uint8 zero points (e.g. {quant['unsigned'][0]!r}); quantize again without "
                              f"--uint8-activations (signed_activations=True)")
-    trt = _import_tensorrt()
-    major, minor = parse_tensorrt_version(trt.__version__)
-    opts = validate_engine_options(precision, workspace_gb, batch, max_batch, strongly_typed, major,
-                                   _onnx_compute_dtype(onnx_path), quant["quantized"] if quant else None)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = _builder(trt, logger)
+    return quant
+
+
+def _parse_network(trt, builder, logger, onnx_path: str, strongly_typed: bool):
+    """(network, parser) for the ONNX file; keep the parser alive until the engine is built."""
     flags = 0
-    if opts.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)  # explicit batch is the only mode since TensorRT 10
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(onnx_path):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    return network, parser
+
+
+def _builder_config(trt, builder, opts: EngineOptions):
+    """(builder config with the workspace limit and precision flags set, the flag names set)."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_bytes)
     set_flags = builder_flags(opts.precision, opts.strongly_typed)
@@ -282,6 +309,12 @@ def build_engine(onnx_path: Union[str, os.PathLike], engine_path: Union[str, os.
             raise ValueError(f"TensorRT {trt.__version__} has no {flag} builder flag; export the ONNX in that "
                              f"precision and build strongly typed")
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    return config, set_flags
+
+
+def _add_batch_profile(builder, network, config, opts: EngineOptions) -> Tuple[List[Dict[str, Any]], bool]:
+    """(the inputs' names and shapes, whether any is dynamic); a dynamic batch axis gets the
+    optimisation profile 1 / ``opts.batch`` / ``opts.max_batch``, other dynamic dims are refused."""
     profile, dynamic = builder.create_optimization_profile(), False
     inputs = []
     for i in range(network.num_inputs):
@@ -296,13 +329,7 @@ def build_engine(onnx_path: Union[str, os.PathLike], engine_path: Union[str, os.
             dynamic = True
     if dynamic:
         config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
-    atomic_write_bytes(engine_path, bytes(serialized))
-    return {"engine_path": engine_path, "tensorrt": trt.__version__, "precision": opts.precision,
-            "strongly_typed": opts.strongly_typed, "builder_flags": list(set_flags), "inputs": inputs,
-            "dynamic_batch": dynamic, "batch": opts.batch, "max_batch": opts.max_batch if dynamic else opts.batch}
+    return inputs, dynamic
 
 
 def export_engine(model_or_name: Any, engine_path: Union[str, os.PathLike], precision: str = "fp16",

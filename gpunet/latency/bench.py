@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..export.onnx import export_onnx_proto, require, resolve_model_input
+from .._extras import require
+from ..export.onnx import export_onnx_proto
+from ..hub import resolve_model_input
 from .fingerprint import device_fingerprint, fingerprint_id
 
 __all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_runner", "summarize"]
@@ -232,6 +234,26 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
             of one, so re-timing one network in fresh sessions (``gpunet lut validate``'s passes)
             exports it once.
     """
+    _check_benchmark_args(backend, precision, warmup, iters, calib_data, onnx_graph)
+    threads = _resolve_threads(threads, backend)
+    model, shape, name = resolve_model_input(model_or_name, batch_size, resolution, input_shape)
+    if onnx_graph is not None:
+        _check_graph_input(onnx_graph, shape)
+    date = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    times, timing, calibration, trt_info = _run_timed(
+        model, shape, name, backend, precision, warmup, iters, threads, progress, calib_data, calib_size, onnx_graph)
+    stats = summarize(times)
+    fingerprint = _fingerprint(backend, trt_info)
+    return BenchmarkResult(
+        model=name, backend=backend, precision=precision, batch_size=shape[0], input_shape=tuple(shape),
+        iters=iters, warmup=warmup, threads=threads, throughput=shape[0] * 1e3 / stats["median_ms"],
+        timing=timing, fingerprint=fingerprint, date=date, times_ms=[float(t) for t in times],
+        calibration=calibration, **stats)
+
+
+def _check_benchmark_args(backend: str, precision: str, warmup: Any, iters: Any, calib_data: Any,
+                          onnx_graph: Any) -> None:
+    """``benchmark``'s option errors, before any model is built."""
     if backend not in PRECISIONS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS[backend]:
@@ -244,16 +266,23 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
     if onnx_graph is not None and (backend not in ("onnxruntime", "openvino") or precision == "int8"):
         raise ValueError(f"onnx_graph applies to the onnxruntime and openvino backends at fp32 / bf16 only, "
                          f"not {backend!r} at {precision!r}")
-    threads = _resolve_threads(threads, backend)
-    model, shape, name = resolve_model_input(model_or_name, batch_size, resolution, input_shape)
-    if onnx_graph is not None:
-        dims = [d.dim_value or None for d in onnx_graph.graph.input[0].type.tensor_type.shape.dim]
-        if len(dims) != len(shape) or any(d is not None and d != s for d, s in zip(dims, shape)):
-            raise ValueError(f"onnx_graph takes input {dims}, not the {list(shape)} asked for; export it at "
-                             f"this shape")
-    date = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _check_graph_input(onnx_graph: Any, shape: Sequence[int]) -> None:
+    """A given ``onnx_graph`` must take the input shape asked for (symbolic dims match anything)."""
+    dims = [d.dim_value or None for d in onnx_graph.graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != len(shape) or any(d is not None and d != s for d, s in zip(dims, shape)):
+        raise ValueError(f"onnx_graph takes input {dims}, not the {list(shape)} asked for; export it at "
+                         f"this shape")
+
+
+def _run_timed(model: nn.Module, shape: Sequence[int], name: str, backend: str, precision: str, warmup: int,
+               iters: int, threads: Optional[int], progress: bool, calib_data: Any, calib_size: int,
+               proto: Any) -> Tuple[List[float], str, Optional[str], Optional[Dict[str, Any]]]:
+    """(times in ms, timing label, int8 calibration, TensorRT's info dict or None); a temp dir
+    holds whatever the backend writes and is removed afterwards."""
     workdir = tempfile.mkdtemp(prefix="gpunet-bench-")
-    proto, calibration, trt_info = onnx_graph, None, None
+    calibration, trt_info = None, None
     try:
         if backend == "tensorrt":
             _tensorrt_half(precision, shape[0])  # install hint / option errors before export or calibration
@@ -267,30 +296,38 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
             times, timing = trt_info["times_ms"], trt_info["timing"]  # says whether a CUDA graph was replayed
         else:
             run, timing = make_runner(model, shape, backend, precision, threads, workdir, proto=proto)
-            steps = range(iters)
-            if progress:
-                from tqdm.auto import tqdm
-
-                steps = tqdm(steps, desc=f"{name} {backend} {precision}", leave=False, unit="it")
-            times = []
-            with _torch_threads(threads if backend == "torch" else None):
-                for _ in range(warmup):
-                    run()
-                for _ in steps:
-                    t0 = time.perf_counter()
-                    run()
-                    times.append((time.perf_counter() - t0) * 1e3)
+            times = _time_loop(run, warmup, iters, threads if backend == "torch" else None,
+                               f"{name} {backend} {precision}" if progress else None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    stats = summarize(times)
+    return times, timing, calibration, trt_info
+
+
+def _time_loop(run: Callable[[], Any], warmup: int, iters: int, torch_threads: Optional[int],
+               desc: Optional[str]) -> List[float]:
+    """``warmup`` untimed then ``iters`` timed calls of ``run`` (ms each); ``desc``: a tqdm bar."""
+    steps = range(iters)
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=desc, leave=False, unit="it")
+    times = []
+    with _torch_threads(torch_threads):
+        for _ in range(warmup):
+            run()
+        for _ in steps:
+            t0 = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _fingerprint(backend: str, trt_info: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """This device's fingerprint; with TensorRT, what actually ran, from TensorRT and CUDA themselves."""
     fingerprint = device_fingerprint(backend)
-    if trt_info is not None:  # what actually ran, from TensorRT and CUDA themselves
+    if trt_info is not None:
         fingerprint["tensorrt"] = trt_info["tensorrt"]
         if not fingerprint.get("gpu"):
             fingerprint["gpu"] = trt_info["gpu"]
             fingerprint["id"] = fingerprint_id(fingerprint)
-    return BenchmarkResult(
-        model=name, backend=backend, precision=precision, batch_size=shape[0], input_shape=tuple(shape),
-        iters=iters, warmup=warmup, threads=threads, throughput=shape[0] * 1e3 / stats["median_ms"],
-        timing=timing, fingerprint=fingerprint, date=date, times_ms=[float(t) for t in times],
-        calibration=calibration, **stats)
+    return fingerprint
