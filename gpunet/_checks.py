@@ -14,8 +14,8 @@ from typing import Any, Iterable, Optional, Type
 
 from .errors import GPUNetError
 
-__all__ = ["ArgumentError", "argument_error", "positive_int", "non_negative_int", "non_negative", "positive",
-           "one_of"]
+__all__ = ["ArgumentError", "argument_error", "positive_int", "non_negative_int", "int_at_least", "non_negative",
+           "positive", "one_of"]
 
 
 class ArgumentError(GPUNetError, ValueError):
@@ -49,6 +49,11 @@ def positive_int(value: Any, name: str, error: Type[Exception] = ArgumentError) 
 def non_negative_int(value: Any, name: str, error: Type[Exception] = ArgumentError) -> int:
     """``value`` as an int >= 0 (bools refused)."""
     return _int_at_least(value, name, 0, "an integer >= 0", error)
+
+
+def int_at_least(value: Any, name: str, lo: int, error: Type[Exception] = ArgumentError) -> int:
+    """``value`` as an int >= ``lo`` (bools refused)."""
+    return _int_at_least(value, name, lo, f"an integer >= {lo}", error)
 
 
 def _number(value: Any, name: str, ok, what: str, error: Type[Exception]) -> float:

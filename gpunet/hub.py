@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
+from ._checks import positive_int
 from .model import GPUNet, build_model
 from .registry import get_registry
 from .nvidia import load_any
@@ -110,8 +111,7 @@ def get_model(name: Union[str, os.PathLike, NetworkSpec], gpu: Optional[str] = N
 
 
 def _check_resolution(resolution: Any, spec: Any = None) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    positive_int(resolution, "resolution")
     if resolution % RESOLUTION_MULTIPLE:
         lo = resolution // RESOLUTION_MULTIPLE * RESOLUTION_MULTIPLE
         raise ValueError(f"resolution {resolution} is not a multiple of {RESOLUTION_MULTIPLE} as GPUNet "
@@ -130,8 +130,7 @@ def resolve_model_input(model_or_name: Union[str, nn.Module], batch_size: int = 
     """(eval-mode model, NCHW input shape, display name) for a hub name, GPUNet or any module.
 
     A module the caller passed is copied first: its training mode and dtype stay as they were."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int(batch_size, "batch_size")
     if isinstance(model_or_name, str):
         model = get_model(model_or_name)
         name = model.spec.name or model_or_name

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
+from .._checks import positive_int
 from .._extras import require
 from .._io import atomic_path
 from ..hub import resolve_model_input
@@ -50,8 +51,8 @@ def compile_openvino(onnx_model: Union[str, os.PathLike, Any], precision: str = 
     if precision not in supported:
         raise ValueError(f"precision {precision!r} is not supported by OpenVINO on this {device} "
                          f"(supported here: {', '.join(supported)}; bf16 needs AVX512-BF16 or AMX)")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    if threads is not None:
+        positive_int(threads, "threads")
     core = ov.Core()
     if isinstance(onnx_model, (str, os.PathLike)):
         model = core.read_model(os.fspath(onnx_model))

@@ -30,6 +30,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .._checks import int_at_least, non_negative_int, positive, positive_int
 from .._io import atomic_write_bytes
 from ..errors import GPUNetError
 
@@ -98,13 +99,9 @@ def validate_engine_options(precision: str = "fp16", workspace_gb: float = 4.0, 
     if precision not in TENSORRT_PRECISIONS:
         raise ValueError(f"unsupported precision {precision!r} for TensorRT; expected one of "
                          f"{', '.join(TENSORRT_PRECISIONS)}")
-    if isinstance(workspace_gb, bool) or not isinstance(workspace_gb, (int, float)) or not workspace_gb > 0:
-        raise ValueError(f"workspace_gb must be a positive number of GiB, got {workspace_gb!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    max_batch = batch if max_batch is None else max_batch
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < batch:
-        raise ValueError(f"max_batch must be an integer >= batch ({batch}), got {max_batch!r}")
+    positive(workspace_gb, "workspace_gb")
+    positive_int(batch, "batch")
+    max_batch = int_at_least(batch if max_batch is None else max_batch, "max_batch", batch)
     if strongly_typed is None:
         strongly_typed = is_strongly_typed(major)
     elif not strongly_typed and is_strongly_typed(major):
@@ -495,9 +492,7 @@ def engine_latency(engine_path: Union[str, os.PathLike], batch: int = 1, warmup:
     "graph_fallback", "tensorrt", "gpu"}``; ``cuda_graph`` is False when the capture failed and
     plain enqueues were timed instead (``graph_fallback`` says why).
     """
-    for name, v, lo in (("batch", batch, 1), ("warmup", warmup, 0), ("iters", iters, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    positive_int(batch, "batch"), non_negative_int(warmup, "warmup"), positive_int(iters, "iters")
     engine_path = os.fspath(engine_path)
     if not os.path.isfile(engine_path):
         raise FileNotFoundError(f"engine file {engine_path} does not exist (build it with gpunet.build_engine)")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import non_negative_int, positive_int
 from .._extras import require
 from ..export.onnx import export_onnx_proto
 from ..hub import resolve_model_input
@@ -76,12 +77,6 @@ def summarize(times_ms: Sequence[float]) -> Dict[str, float]:
             "max_ms": float(a.max())}
 
 
-def _check_int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return value
-
-
 def _resolve_threads(threads: Optional[int], backend: str) -> Optional[int]:
     if backend == "tensorrt":
         return None
@@ -90,7 +85,7 @@ def _resolve_threads(threads: Optional[int], backend: str) -> Optional[int]:
             return len(os.sched_getaffinity(0))
         except AttributeError:
             return os.cpu_count() or 1
-    return _check_int("threads", threads, 1)
+    return positive_int(threads, "threads")
 
 
 @contextlib.contextmanager
@@ -259,8 +254,8 @@ def _check_benchmark_args(backend: str, precision: str, warmup: Any, iters: Any,
     if precision not in PRECISIONS[backend]:
         raise ValueError(f"unsupported precision {precision!r} for backend {backend!r}; expected one of "
                          f"{', '.join(PRECISIONS[backend])}")
-    _check_int("warmup", warmup, 0)
-    _check_int("iters", iters, 1)
+    non_negative_int(warmup, "warmup")
+    positive_int(iters, "iters")
     if calib_data is not None and precision != "int8":
         raise ValueError(f"calib_data applies to precision 'int8' only, not {precision!r}")
     if onnx_graph is not None and (backend not in ("onnxruntime", "openvino") or precision == "int8"):
@@ -289,7 +284,7 @@ def _run_timed(model: nn.Module, shape: Sequence[int], name: str, backend: str, 
         if precision == "int8" and backend in ("onnxruntime", "openvino", "tensorrt"):
             from ..export.quantize import int8_graph
 
-            _check_int("calib_size", calib_size, 1)
+            positive_int(calib_size, "calib_size")
             proto, calibration = int8_graph(model, shape, calib_data, calib_size)
         if backend == "tensorrt":
             trt_info = _tensorrt_times(model, shape, precision, warmup, iters, workdir, proto=proto)

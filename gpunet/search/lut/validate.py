@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..._checks import positive_int
 from .estimate import Calibration, EstimateResult, LatencyEstimator
 from ...latency.machine import busy_reasons, cache_notes, load_average
 from .build import build_lut
@@ -185,8 +186,7 @@ class _Fit:
 def _check_counts(n: int, passes: int) -> None:
     if n < 4:
         raise ValueError(f"validation needs n >= 4 networks (calibration is leave-one-out), got {n}")
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"passes must be a positive integer, got {passes!r}")
+    positive_int(passes, "passes")
 
 
 def _fill_blocks(lut_path: str, space: SearchSpace, vectors: np.ndarray, backend: str, precision: str,
