@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ._checks import positive, positive_int
 from .errors import BadInputError, GPUNetError
 from .nvidia import parse_any as parse_spec
 from .spec import NetworkSpec, SpecError
@@ -246,10 +247,9 @@ class Registry:
               distilled: Optional[bool] = None, batch: int = 1, engine: Optional[str] = None) -> List[ModelCard]:
         """Models with a latency entry on ``gpu`` that fit the budget: best top-1 first, then fastest."""
         d = self.resolve_device(gpu)
-        if max_latency_ms is not None and not (isinstance(max_latency_ms, (int, float)) and max_latency_ms > 0):
-            raise ValueError(f"max_latency_ms must be a positive number, got {max_latency_ms!r}")
-        if not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        if max_latency_ms is not None:
+            positive(max_latency_ms, "max_latency_ms")
+        positive_int(batch, "batch")
         cards = []
         for n in self.models:
             if self._pick_entry(d, n, batch, engine) is None:
