@@ -17,7 +17,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -150,18 +150,25 @@ class Trainer:
         return self.rank == 0
 
     def setup(self) -> "Trainer":
-        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
-        from timm.utils import ModelEmaV3
-
-        from . import data as D
-        from .distill import DistillationLoss, TeacherAdapter, create_model, load_teacher
-
-        cfg = self.cfg
+        """Build what ``fit`` needs. The order is part of the contract (it fixes which RNG draws
+        each part makes): processes and device, output folder, seeds, data, model, optimisation,
+        loss and teacher, DDP wrapper, then the run's state (resumed, or a fresh ``config.json``)."""
         self._init_distributed()
-        self.output = os.path.abspath(cfg.output)
+        resume_path = self._prepare_output()
+        _seed_everything(self.cfg.seed + self.rank)
+        self._setup_data()
+        mean, std = self._setup_model()
+        self._setup_optimization()
+        self._setup_loss(mean, std)
+        self._wrap_model()
+        self._setup_run_state(resume_path)
+        self._setup_done = True
+        return self
+
+    def _prepare_output(self) -> Optional[str]:
+        """The checkpoint to resume from (``None``: a fresh run); rank 0 creates the output folder
+        and refuses to start a fresh run over an existing one."""
+        self.output = os.path.abspath(self.cfg.output)
         resume_path = self._resume_path()
         if self.is_main:
             os.makedirs(self.output, exist_ok=True)
@@ -169,9 +176,13 @@ class Trainer:
             if resume_path is None and os.path.exists(last):
                 raise ValueError(f"{last} exists: pass resume (--resume {self.output}) to continue that "
                                       f"run, or choose another output folder")
-        _seed_everything(cfg.seed + self.rank)
+        return resume_path
 
-        # data
+    def _setup_data(self) -> None:
+        """The datasets (from ``cfg.data_dir`` unless given) and the class count."""
+        from . import data as D
+
+        cfg = self.cfg
         if self._train_ds is None:
             if not cfg.data_dir:
                 raise ValueError("training config: data_dir is required (an ImageFolder with train/ and val/)")
@@ -182,7 +193,14 @@ class Trainer:
             raise ValueError("cannot tell the number of classes from the dataset; set num_classes")
         self.num_classes = int(num_classes)
 
-        # model
+    def _setup_model(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        """The student, its resolution and the data transforms it implies, on the device; returns
+        the (mean, std) its inputs are normalised with."""
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        from .distill import create_model
+
+        cfg = self.cfg
         self.model = create_model(cfg.model, num_classes=self.num_classes, pretrained=cfg.pretrained,
                                   checkpoint_path=cfg.checkpoint, drop_rate=cfg.drop, drop_path_rate=cfg.drop_path)
         spec = getattr(self.model, "spec", None)
@@ -191,11 +209,24 @@ class Trainer:
                                              (pcfg.get("input_size") or (3, 224, 224))[-1]))
         mean = tuple(pcfg.get("mean") or IMAGENET_DEFAULT_MEAN)
         std = tuple(pcfg.get("std") or IMAGENET_DEFAULT_STD)
+        self._set_transforms(mean, std)
+        self._place_model()
+        return mean, std
+
+    def _set_transforms(self, mean: Tuple[float, ...], std: Tuple[float, ...]) -> None:
+        """Training augmentation, and the model card's eval transform for validation."""
+        from . import data as D
+
+        cfg = self.cfg
         self._train_ds.transform = D.train_transform(self.img_size, cfg, mean, std)
         self.eval_cfg = D.eval_data_config(self.model, img_size=self.img_size, crop_pct=cfg.crop_pct,
                                            interpolation=cfg.interpolation)
         if self._val_ds is not None:
             self._val_ds.transform = D.eval_transform(self.eval_cfg)
+
+    def _place_model(self) -> None:
+        """SyncBN under DDP, the device, the memory format, and whether AMP is on."""
+        cfg = self.cfg
         if cfg.sync_bn and self.world_size > 1:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
@@ -205,6 +236,13 @@ class Trainer:
         if cfg.amp and not self.amp:
             logger.info("AMP requested but running on %s: training in float32", self.device.type)
 
+    def _setup_optimization(self) -> None:
+        """EMA, optimizer (at the world-size-scaled lr), per-update scheduler and AMP scaler."""
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+        from timm.utils import ModelEmaV3
+
+        cfg = self.cfg
         self.ema = (ModelEmaV3(self.model, decay=cfg.model_ema_decay, use_warmup=cfg.model_ema_warmup)
                     if cfg.model_ema else None)
         self.lr = cfg.global_lr(self.world_size)
@@ -222,15 +260,13 @@ class Trainer:
             updates_per_epoch=self.updates_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
-        self.mixup = D.create_mixup(cfg, self.num_classes)
-        if self.mixup is not None and cfg.batch_size % 2:
-            raise ValueError(f"Mixup/CutMix needs an even batch_size, got {cfg.batch_size}")
-        if self.mixup is not None:
-            base = SoftTargetCrossEntropy()
-        elif cfg.smoothing > 0:
-            base = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
-        else:
-            base = nn.CrossEntropyLoss()
+    def _setup_loss(self, mean: Tuple[float, ...], std: Tuple[float, ...]) -> None:
+        """Mixup / CutMix, the classification loss, and with a teacher the distillation loss
+        (the teacher re-normalises the student's ``mean`` / ``std`` inputs to its own)."""
+        from .distill import DistillationLoss, TeacherAdapter, load_teacher
+
+        cfg = self.cfg
+        base = self._classification_loss()
         self.teacher = None
         if cfg.teacher:
             teacher, t_size, t_mean, t_std = load_teacher(cfg.teacher, self.num_classes, cfg.teacher_model,
@@ -241,6 +277,24 @@ class Trainer:
             self.loss_fn = base
         self.loss_fn.to(self.device)
 
+    def _classification_loss(self) -> nn.Module:
+        """Sets ``self.mixup``; soft-target CE under Mixup, else label-smoothed or plain CE."""
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+        from . import data as D
+
+        cfg = self.cfg
+        self.mixup = D.create_mixup(cfg, self.num_classes)
+        if self.mixup is not None and cfg.batch_size % 2:
+            raise ValueError(f"Mixup/CutMix needs an even batch_size, got {cfg.batch_size}")
+        if self.mixup is not None:
+            return SoftTargetCrossEntropy()
+        if cfg.smoothing > 0:
+            return LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
+        return nn.CrossEntropyLoss()
+
+    def _wrap_model(self) -> None:
+        """``self.net``: what the training step calls, the model itself or its DDP wrapper."""
         self.net = self.model
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -248,6 +302,9 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if
                                                self.device.type == "cuda" else None)
 
+    def _setup_run_state(self, resume_path: Optional[str]) -> None:
+        """Epoch counters and best-so-far; then resume them from ``resume_path``, or (rank 0)
+        record a fresh run's ``config.json``."""
         self.start_epoch, self.num_updates = 0, 0
         self.best_metric: Optional[float] = None
         self.best_epoch: Optional[int] = None
@@ -262,9 +319,7 @@ class Trainer:
             from .._io import atomic_write_text
 
             atomic_write_text(os.path.join(self.output, "config.json"),
-                              json.dumps(cfg.to_dict(), indent=2, default=list) + "\n")
-        self._setup_done = True
-        return self
+                              json.dumps(self.cfg.to_dict(), indent=2, default=list) + "\n")
 
     # ------------------------------------------------------------------ checkpoints
     def _resume_path(self) -> Optional[str]:
