@@ -103,9 +103,9 @@ def _load_model(model_or_name: Union[str, nn.Module], checkpoint_path: Optional[
     if checkpoint_path:
         if not os.path.isfile(checkpoint_path):
             raise FileNotFoundError(f"checkpoint_path: file not found: {checkpoint_path}")
-        from ..train.evaluate import _checkpoint_facts
+        from ..train.evaluate import checkpoint_facts
 
-        classes, trained_size = _checkpoint_facts(checkpoint_path)
+        classes, trained_size = checkpoint_facts(checkpoint_path)
         model = create_model(model_or_name, num_classes=classes, checkpoint_path=checkpoint_path)
         return model.eval(), resolution or trained_size
     # A name alone: the published weights (quantizing random weights only makes sense for speed).
@@ -427,6 +427,65 @@ def compare_top1(model: nn.Module, sess, val_data: Any, data_config: Dict[str, A
     return 100.0 * correct_fp / n, 100.0 * correct_q / n, 100.0 * same / n, n
 
 
+# ----------------------------------------------------------------------------------------- quantize() steps
+
+def _check_quantize_args(calib_data: Any, val_data: Any, calib_size: Any, max_drop: Any, **flags: Any) -> None:
+    """:func:`quantize`'s argument checks, made before any slow work (``flags``: the booleans)."""
+    if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
+        raise ValueError(f"calib_size must be a positive integer, got {calib_size!r}")
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not max_drop >= 0:
+        raise ValueError(f"max_drop must be a number of top-1 points >= 0, got {max_drop!r}")
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
+    if calib_data is None:
+        raise ValueError("calib_data is required: an image folder or an iterable of tensors / arrays")
+    if isinstance(calib_data, (str, os.PathLike)) and not os.path.isdir(calib_data):
+        raise FileNotFoundError(f"calib_data: image folder not found: {os.fspath(calib_data)}")
+    if isinstance(val_data, (str, os.PathLike)) and not os.path.isdir(val_data):
+        raise FileNotFoundError(f"val_data: image folder not found: {os.fspath(val_data)}")
+
+
+def _model_and_input(model_or_name: Union[str, nn.Module], checkpoint_path: Optional[str],
+                     pretrained: Optional[bool], resolution: Optional[int],
+                     input_shape: Optional[Sequence[int]]) -> Tuple[nn.Module, Tuple[int, ...], str]:
+    """(eval model, its batch-1 NCHW input shape, its name); a timm model without ``resolution``
+    or ``input_shape`` takes its ``pretrained_cfg`` input size."""
+    model, resolution = _load_model(model_or_name, checkpoint_path, pretrained, resolution)
+    if input_shape is None and resolution is None and not hasattr(model, "spec"):
+        size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
+        input_shape = tuple(size) if size else None
+    return resolve_model_input(model, 1, resolution, input_shape)
+
+
+def _int8_model(model: nn.Module, shape: Sequence[int], samples: Iterable[np.ndarray], subset_size: int,
+                dynamic_batch: bool, signed_activations: bool):
+    """The fp32 ONNX export of ``model``, checked against PyTorch, then quantized by NNCF (QDQ ``ModelProto``)."""
+    proto = export_onnx_proto(model, shape, dynamic_batch=dynamic_batch)
+    check_onnx(proto, model, shape, [1])
+    return quantize_proto(proto, samples, subset_size, signed_activations)
+
+
+def _check_int8(report: QuantizeReport, model: nn.Module, sess, val_data: Any, data_config: Dict[str, Any],
+                shape: Sequence[int], max_drop: float, allow_drop: bool) -> None:
+    """With ``val_data``: fill ``report``'s top-1 figures, and past ``max_drop`` (unless
+    ``allow_drop``) clear ``report.path`` and raise :class:`AccuracyDropError`. Without it,
+    prove the INT8 graph runs."""
+    if val_data is None:
+        sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, *shape[1:]), np.float32)})
+        return
+    path = report.path
+    f, i8, agree, n = compare_top1(model, sess, val_data, data_config, shape)
+    report.top1_fp32, report.top1_int8, report.agreement, report.val_images = f, i8, agree, n
+    report.drop = f - i8
+    if report.drop > max_drop and not allow_drop:
+        report.path = None
+        raise AccuracyDropError(
+            f"INT8 top-1 {i8:.2f}% is {report.drop:.2f} points below fp32 {f:.2f}% on {n} images "
+            f"(max_drop {max_drop:g}); nothing written to {path}. Try more / more representative "
+            f"calibration images, or pass allow_drop=True (--allow-drop) to keep it", report)
+
+
 # ----------------------------------------------------------------------------------------- API
 
 def quantize(model_or_name: Union[str, nn.Module], out_path: Union[str, os.PathLike], calib_data: Any = None, *,
@@ -457,50 +516,21 @@ def quantize(model_or_name: Union[str, nn.Module], out_path: Union[str, os.PathL
             refused by TensorRT's ONNX parser).
     """
     start = time.perf_counter()
-    if isinstance(calib_size, bool) or not isinstance(calib_size, int) or calib_size < 1:
-        raise ValueError(f"calib_size must be a positive integer, got {calib_size!r}")
-    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not max_drop >= 0:
-        raise ValueError(f"max_drop must be a number of top-1 points >= 0, got {max_drop!r}")
-    for flag, value in (("allow_drop", allow_drop), ("dynamic_batch", dynamic_batch),
-                        ("signed_activations", signed_activations)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{flag} must be True or False, got {value!r}")
-    if calib_data is None:
-        raise ValueError("calib_data is required: an image folder or an iterable of tensors / arrays")
-    if isinstance(calib_data, (str, os.PathLike)) and not os.path.isdir(calib_data):
-        raise FileNotFoundError(f"calib_data: image folder not found: {os.fspath(calib_data)}")
-    if isinstance(val_data, (str, os.PathLike)) and not os.path.isdir(val_data):
-        raise FileNotFoundError(f"val_data: image folder not found: {os.fspath(val_data)}")
+    _check_quantize_args(calib_data, val_data, calib_size, max_drop, allow_drop=allow_drop,
+                         dynamic_batch=dynamic_batch, signed_activations=signed_activations)
     require("nncf", "quant", "INT8 quantization")  # before any slow work
     path = os.fspath(out_path)
-    model, resolution = _load_model(model_or_name, checkpoint_path, pretrained, resolution)
-    if input_shape is None and resolution is None and not hasattr(model, "spec"):
-        size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
-        input_shape = tuple(size) if size else None
-    model, shape, name = resolve_model_input(model, 1, resolution, input_shape)
+    model, shape, name = _model_and_input(model_or_name, checkpoint_path, pretrained, resolution, input_shape)
     data_config = _data_config(model, shape)
     with atomic_path(path) as tmp:  # fails early on an unwritable directory
         samples, n_calib, described = calibration_samples(calib_data, shape, data_config, calib_size, seed)
-        proto = export_onnx_proto(model, shape, dynamic_batch=dynamic_batch)
-        check_onnx(proto, model, shape, [1])
-        q = quantize_proto(proto, samples, min(calib_size, n_calib), signed_activations)
+        q = _int8_model(model, shape, samples, min(calib_size, n_calib), dynamic_batch, signed_activations)
         sess = _ort_session(q)
         report = QuantizeReport(
             path=path, model=name, input_shape=tuple(shape), dynamic_batch=dynamic_batch, calibration=described,
             calib_images=n_calib, quantizers=sum(n.op_type == "QuantizeLinear" for n in q.graph.node),
             size_bytes=q.ByteSize(), max_drop=float(max_drop), data_config=dict(data_config))
-        if val_data is not None:
-            f, i8, agree, n = compare_top1(model, sess, val_data, data_config, shape)
-            report.top1_fp32, report.top1_int8, report.agreement, report.val_images = f, i8, agree, n
-            report.drop = f - i8
-            if report.drop > max_drop and not allow_drop:
-                report.path = None
-                raise AccuracyDropError(
-                    f"INT8 top-1 {i8:.2f}% is {report.drop:.2f} points below fp32 {f:.2f}% on {n} images "
-                    f"(max_drop {max_drop:g}); nothing written to {path}. Try more / more representative "
-                    f"calibration images, or pass allow_drop=True (--allow-drop) to keep it", report)
-        else:  # still prove the graph runs
-            sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, *shape[1:]), np.float32)})
+        _check_int8(report, model, sess, val_data, data_config, shape, max_drop, allow_drop)
         with open(tmp, "wb") as fh:
             fh.write(q.SerializeToString())
     report.seconds = time.perf_counter() - start

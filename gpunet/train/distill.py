@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["create_model", "load_teacher", "DistillationLoss", "TeacherAdapter", "soft_target_cross_entropy"]
+__all__ = ["create_model", "load_teacher", "checkpoint_classes", "DistillationLoss", "TeacherAdapter",
+           "soft_target_cross_entropy"]
 
 
 def create_model(name: str, num_classes: Optional[int] = None, pretrained: bool = False,
@@ -85,7 +86,7 @@ def load_teacher(teacher: str, num_classes: int, teacher_model: Optional[str] = 
     if os.path.isfile(teacher):
         if teacher_model and not _records_arch(teacher):
             model = create_model(teacher_model, checkpoint_path=teacher,
-                                 num_classes=_checkpoint_classes(teacher) or num_classes)
+                                 num_classes=checkpoint_classes(teacher) or num_classes)
         else:
             model = _model_from_training_checkpoint(teacher, teacher_model)
         label = teacher
@@ -117,7 +118,8 @@ def _records_arch(path: str) -> bool:
     return isinstance(obj, dict) and bool(obj.get("spec") or obj.get("arch"))
 
 
-def _checkpoint_classes(path: str) -> Optional[int]:
+def checkpoint_classes(path: str) -> Optional[int]:
+    """The class count a checkpoint's classifier weights imply (``None`` without a known head)."""
     from ..checkpoint import extract_state_dict, read_checkpoint
 
     sd = extract_state_dict(read_checkpoint(path), path)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["evaluate", "accuracy_counts"]
+__all__ = ["evaluate", "accuracy_counts", "checkpoint_facts"]
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -55,17 +55,18 @@ def accuracy_counts(model: nn.Module, loader, device: torch.device, amp: bool = 
     return {"correct1": correct1, "correctk": correctk, "n": n, "loss_sum": loss_sum, "k": k_used or topk}
 
 
-def _checkpoint_facts(path: str) -> Tuple[Optional[int], Optional[int]]:
-    """(class count, training resolution) that a checkpoint records or implies."""
+def checkpoint_facts(path: str) -> Tuple[Optional[int], Optional[int]]:
+    """(class count, training resolution) that a checkpoint records or implies; either may be
+    ``None`` (a plain state dict records no resolution, and an unknown head no class count)."""
     from ..checkpoint import read_checkpoint
 
     obj = read_checkpoint(path)
     size = obj.get("img_size") if isinstance(obj, dict) and isinstance(obj.get("img_size"), int) else None
     if isinstance(obj, dict) and isinstance(obj.get("num_classes"), int):
         return obj["num_classes"], size
-    from .distill import _checkpoint_classes
+    from .distill import checkpoint_classes
 
-    return _checkpoint_classes(path), size
+    return checkpoint_classes(path), size
 
 
 def evaluate(model: Union[nn.Module, str], data_dir: str, *, split: str = "val", dataset: str = "",
@@ -86,7 +87,7 @@ def evaluate(model: Union[nn.Module, str], data_dir: str, *, split: str = "val",
     if isinstance(model, str):
         from .distill import create_model
 
-        classes, trained_size = _checkpoint_facts(checkpoint) if checkpoint else (None, None)
+        classes, trained_size = checkpoint_facts(checkpoint) if checkpoint else (None, None)
         img_size = img_size or trained_size
         model = create_model(model, num_classes=classes, pretrained=pretrained, checkpoint_path=checkpoint)
     elif pretrained or checkpoint:
