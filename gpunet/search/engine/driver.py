@@ -29,8 +29,8 @@ from ...errors import GPUNetError
 from ..pool import Pool
 from .journal import JOURNAL_NAME, Journal, candidate_id
 
-__all__ = ["SearchSettings", "SearchRunError", "SearchDriver", "load_candidates", "run_search", "search_status",
-           "ALGORITHMS"]
+__all__ = ["SearchSettings", "SearchRunError", "SearchDriver", "load_candidates", "read_settings", "run_search",
+           "search_status", "ALGORITHMS"]
 
 ALGORITHMS = {"lamcts": "LaMCTS", "tpe": "TPESearch", "random": "RandomSearch"}
 SETTINGS_NAME, STATE_NAME, SPACE_NAME = "search.json", "state.json", "space.json"
@@ -253,13 +253,18 @@ def _run_local(driver: SearchDriver, evaluator) -> None:
         driver.complete(c, result, f"local-{c.candidate_id}", time.time() - t0)
 
 
-def search_status(out: str) -> Dict[str, Any]:
-    """Progress of the search in ``out`` (running or finished), from its files only."""
+def read_settings(out: str) -> Dict[str, Any]:
+    """The settings of the search in ``out`` (its ``search.json``), or :class:`SearchRunError`."""
     settings_path = os.path.join(out, SETTINGS_NAME)
     if not os.path.exists(settings_path):
         raise SearchRunError(f"{out}: not a search folder ({SETTINGS_NAME} not found)")
     with open(settings_path, encoding="utf-8") as f:
-        settings = json.load(f)
+        return json.load(f)
+
+
+def search_status(out: str) -> Dict[str, Any]:
+    """Progress of the search in ``out`` (running or finished), from its files only."""
+    settings = read_settings(out)
     recs = Journal(os.path.join(out, JOURNAL_NAME)).records()
     ok = [r for r in recs if r.get("value") is not None]
     best = max(ok, key=lambda r: r["value"]) if ok else None

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from ..._checks import positive_int
 from .journal import JOURNAL_NAME, Journal
-from .driver import SETTINGS_NAME, SPACE_NAME, SearchRunError
+from .driver import SPACE_NAME, SearchRunError, read_settings
 
 __all__ = ["export_winners"]
 
@@ -33,11 +33,7 @@ def _prefix(out: str) -> str:
 
 def _read_settings(out: str) -> Dict[str, Any]:
     """The run's settings; only a ``train`` search has weights and accuracies to export."""
-    settings_path = os.path.join(out, SETTINGS_NAME)
-    if not os.path.exists(settings_path):
-        raise SearchRunError(f"{out}: not a search folder ({SETTINGS_NAME} not found)")
-    with open(settings_path, encoding="utf-8") as f:
-        settings = json.load(f)
+    settings = read_settings(out)
     if settings["evaluator"] != "train":
         raise SearchRunError(f"{out}: a {settings['evaluator']!r} search has no trained weights or accuracies; "
                              f"export the winners of a search run with evaluator='train'")
