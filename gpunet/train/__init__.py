@@ -6,7 +6,7 @@
 """
 from .evaluate import evaluate
 from .recipes import RECIPES, TrainConfig, get_recipe, resolve_config
-from .trainer import EpochStats, Trainer, TrainResult, train
+from .trainer import EpochStats, Trainer, TrainingDiverged, TrainResult, train
 
-__all__ = ["train", "evaluate", "Trainer", "TrainConfig", "TrainResult", "EpochStats", "RECIPES",
+__all__ = ["train", "evaluate", "Trainer", "TrainConfig", "TrainResult", "TrainingDiverged", "EpochStats", "RECIPES",
            "get_recipe", "resolve_config"]

@@ -26,7 +26,7 @@ from torch import nn
 
 from .recipes import TrainConfig, resolve_config
 
-__all__ = ["Trainer", "train", "EpochStats", "TrainResult", "LAST_CHECKPOINT", "BEST_CHECKPOINT"]
+__all__ = ["Trainer", "train", "EpochStats", "TrainResult", "TrainingDiverged", "LAST_CHECKPOINT", "BEST_CHECKPOINT"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ class EpochStats:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: a property of the network and recipe, not of the machine."""
 
 
 @dataclass
@@ -428,8 +432,8 @@ class Trainer:
             else:
                 loss = self.loss_fn(output, target)
         if not torch.isfinite(loss):
-            raise RuntimeError(f"training loss is {loss.item()} at update {self.num_updates}; "
-                                     f"lower the learning rate (lr={self.lr:g})")
+            raise TrainingDiverged(f"training loss is {loss.item()} at update {self.num_updates}; "
+                                   f"lower the learning rate (lr={self.lr:g})")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.clip_grad:
