@@ -53,10 +53,25 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
         if os.path.exists(tmp):  # a writer may have replaced or removed the temp file itself
             os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
+        fsync_dir(directory)  # the rename itself survives a power cut
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def fsync_dir(directory: PathLike) -> None:
+    """Flush a directory's entries (a create or rename in it) to disk; a no-op where the OS cannot."""
+    try:
+        fd = os.open(os.fspath(directory), os.O_RDONLY)
+    except OSError:  # Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -15,9 +15,11 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from ...errors import BadInputError
 
-__all__ = ["Journal", "JournalError", "candidate_id", "JOURNAL_NAME"]
+__all__ = ["Journal", "JournalError", "candidate_id", "repair_journal", "JOURNAL_NAME", "INFRA_NAME", "REJECTED_NAME"]
 
 JOURNAL_NAME = "results.jsonl"
+INFRA_NAME = "infrastructure.jsonl"     # trials lost to the machines: not evaluations, may repeat a candidate
+REJECTED_NAME = "results.rejected.jsonl"  # lines ``repair`` took out of the journal
 
 
 class JournalError(BadInputError, ValueError):
@@ -30,30 +32,45 @@ def candidate_id(vector: Iterable[int]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _parse(raw: bytes) -> Optional[str]:
+    """Why a complete journal line is not a record, or None when it is one."""
+    try:
+        rec = json.loads(raw)
+    except json.JSONDecodeError as e:
+        return f"is not JSON ({e.msg})"
+    if not isinstance(rec, dict) or "candidate_id" not in rec or "vector" not in rec:
+        return "lacks 'candidate_id' / 'vector'"
+    return None
+
+
 class Journal:
-    """Append-only JSON lines of finished evaluations, keyed by candidate."""
+    """Append-only JSON lines of finished evaluations, keyed by candidate.
 
-    def __init__(self, path: str):
+    ``unique=False`` (the infrastructure journal) appends without the one-line-per-candidate rule.
+    """
+
+    def __init__(self, path: str, unique: bool = True):
         self.path = os.fspath(path)
+        self.unique = unique
 
-    def records(self) -> List[Dict[str, Any]]:
-        """Every complete line, in file order (an unterminated last line is skipped)."""
+    def _complete_lines(self) -> List[bytes]:
         if not os.path.exists(self.path):
             return []
         with open(self.path, "rb") as f:
-            data = f.read()
+            return f.read().split(b"\n")[:-1]  # the part after the last newline is incomplete
+
+    def records(self) -> List[Dict[str, Any]]:
+        """Every complete line, in file order (an unterminated last line is skipped)."""
         out = []
-        lines = data.split(b"\n")
-        for n, raw in enumerate(lines[:-1], 1):  # the part after the last newline is incomplete
+        for n, raw in enumerate(self._complete_lines(), 1):
             if not raw.strip():
                 continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise JournalError(f"{self.path}: line {n} is not JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or "candidate_id" not in rec or "vector" not in rec:
-                raise JournalError(f"{self.path}: line {n} lacks 'candidate_id' / 'vector'")
-            out.append(rec)
+            why = _parse(raw)
+            if why:
+                folder = os.path.dirname(os.path.abspath(self.path))
+                raise JournalError(f"{self.path}: line {n} {why}; `gpunet search repair {folder}` moves it to "
+                                   f"{REJECTED_NAME}")
+            out.append(json.loads(raw))
         return out
 
     def done(self) -> Dict[str, Dict[str, Any]]:
@@ -61,15 +78,16 @@ class Journal:
 
     def append(self, record: Dict[str, Any]) -> bool:
         """Write ``record`` as one line; False (nothing written) if its candidate already has one."""
-        from ..._io import file_lock
+        from ..._io import file_lock, fsync_dir
 
         rec = dict(record)
         rec.setdefault("candidate_id", candidate_id(rec["vector"]))
         line = json.dumps(rec, allow_nan=False, sort_keys=False).encode() + b"\n"
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with file_lock(self.path):
-            if rec["candidate_id"] in self.done():
+            if self.unique and rec["candidate_id"] in self.done():
                 return False
+            created = not os.path.exists(self.path)
             with open(self.path, "ab+") as f:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
@@ -84,8 +102,39 @@ class Journal:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
+            if created:
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         return True
 
     def best(self) -> Optional[Dict[str, Any]]:
         ok = [r for r in self.records() if r.get("value") is not None]
         return max(ok, key=lambda r: r["value"]) if ok else None
+
+
+def repair_journal(out: str) -> List[int]:
+    """Move the corrupt complete lines of ``out``'s journal to ``results.rejected.jsonl``.
+
+    Each moved line is appended there as ``{"line": N, "text": ...}``; the journal is rewritten
+    atomically with every other byte as it was (a torn last line included). Returns the line
+    numbers moved; a journal without a corrupt line is not touched.
+    """
+    from ..._io import atomic_write_bytes, file_lock
+
+    path = os.path.join(out, JOURNAL_NAME)
+    if not os.path.exists(path):
+        raise JournalError(f"{out}: no {JOURNAL_NAME} to repair")
+    with file_lock(path):
+        with open(path, "rb") as f:
+            parts = f.read().split(b"\n")
+        bad = [n for n, raw in enumerate(parts[:-1], 1) if raw.strip() and _parse(raw)]
+        if not bad:
+            return []
+        rejected = b"".join(json.dumps({"line": n, "text": parts[n - 1].decode("utf-8", "replace")}).encode()
+                            + b"\n" for n in bad)
+        with open(os.path.join(out, REJECTED_NAME), "ab") as f:
+            f.write(rejected)
+            f.flush()
+            os.fsync(f.fileno())
+        keep = [raw for n, raw in enumerate(parts[:-1], 1) if n not in bad]
+        atomic_write_bytes(path, b"".join(raw + b"\n" for raw in keep) + parts[-1])
+    return bad
