@@ -84,7 +84,7 @@ def test_resume_redispatches_only_what_was_in_flight(pool, tmp_path):
     d.complete(a, {"value": 1.5}, "t-a", 0.1)
     del d  # the head dies with b in flight
     d2 = SearchDriver(s, resume=True)
-    assert [candidate_id(v) for v in d2.redispatch] == [b.candidate_id]
+    assert [candidate_id(v) for _, v in d2.redispatch] == [b.candidate_id]
     first = d2.next_candidate()
     assert first.candidate_id == b.candidate_id
     d2.complete(first, {"value": None, "error": "NaN loss"}, "t-b", 0.1)

@@ -1,10 +1,13 @@
 """``gpunet sample`` (Sobol pools tiered by latency), ``gpunet lut build|validate|export|info`` and
-``gpunet search run|status|export`` (the distributed search and its winners)."""
+``gpunet search run|status|repair|export`` (the distributed search and its winners)."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from typing import Optional
+
 from ._fmt import format_table, print_json
 
 
@@ -254,36 +257,61 @@ def _register_search(subparsers) -> None:
                                    "--resume (same arguments) after a crash to finish the budget.")
     r.add_argument("--pool", required=True, help="pool .npz from `gpunet sample`")
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--group", type=int, help="latency group label of the pool (pools sampled with --lut)")
+    g.add_argument("--group", help="latency group(s) of the pool (pools sampled with --lut): a label, a comma list "
+                                   "(0,2,5) or 'all'; several groups: one search and --budget evaluations each")
     g.add_argument("--latency-ms", help="LO:HI, candidates with LO <= latency < HI")
     r.add_argument("--evaluator", choices=("train", "synthetic"), required=True)
-    r.add_argument("--algorithm", choices=("lamcts", "tpe", "random"), required=True)
-    r.add_argument("--budget", type=int, required=True, help="candidates to evaluate (journal lines at the end)")
+    r.add_argument("--algorithm", choices=("lamcts", "tpe", "random"), default="lamcts",
+                   help="ask/tell algorithm (default: lamcts, the paper's LA-MCTS-guided BO)")
+    r.add_argument("--budget", type=int, required=True,
+                   help="candidates to evaluate per group (journal lines at the end)")
     r.add_argument("--workers", type=int, default=1, help="trials at once (ConcurrencyLimiter)")
-    r.add_argument("--gpus-per-trial", type=float, default=0.0)
-    r.add_argument("--cpus-per-trial", type=float, default=1.0)
+    r.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial (default: 1 when the cluster has GPUs, else 0); a trial sees only its own")
+    r.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (per worker with "
+                                                                      "--workers-per-trial)")
+    r.add_argument("--workers-per-trial", type=int, default=1,
+                   help="train each candidate data-parallel on N Ray Train workers (NCCL on GPUs, gloo on CPU)")
+    r.add_argument("--scheduler", choices=("asha",), help="stop unpromising candidates early (Tune's ASHA on the "
+                                                         "per-epoch validation top-1)")
+    r.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every candidate trains")
+    r.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1/R of the candidates per rung")
     r.add_argument("--engine", choices=("ray", "local"), default="ray",
                    help="ray: local Ray or --address; local: one at a time in this process, no Ray")
-    r.add_argument("--address", help="join a running Ray cluster, e.g. ray://HOST:10001 or auto")
-    r.add_argument("--max-retries", type=int, default=3, help="retries of a trial whose worker died")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--address", help="join a running Ray cluster from one of its nodes (auto or HOST:6379; "
+                                     "Ray Client ray:// is refused)")
+    r.add_argument("--max-retries", type=int, default=3,
+                   help="retries of a trial lost to infrastructure (worker, node, storage)")
+    r.add_argument("--max-infra-failures", type=int, default=20,
+                   help="end the search with an error after this many trials lost to infrastructure")
+    r.add_argument("--seed", type=int, default=0, help="seed of the algorithm (and of the trainings)")
     r.add_argument("--out", required=True, help="search folder (shared storage on a cluster)")
     r.add_argument("--resume", action="store_true", help="continue the search in --out")
     t = r.add_argument_group("train evaluator")
     t.add_argument("--data-dir", help="ImageFolder with train/ and val/")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--epochs", type=int, help="training epochs per candidate")
     t.add_argument("--img-size", type=int, help="training resolution (default: the candidate's)")
     t.add_argument("--train-config", help="YAML of TrainConfig keys (recipe, lr, batch_size, ...)")
-    t.add_argument("--early-stop-patience", type=int)
+    t.add_argument("--early-stop-patience", type=int, help="stop a training after N epochs without progress")
     y = r.add_argument_group("synthetic evaluator")
     y.add_argument("--eval-seconds", type=float, default=0.0, help="time one evaluation takes")
     y.add_argument("--fail-rate", type=float, default=0.0,
                    help="share of candidates that fail on purpose (to see failure accounting)")
+    y.add_argument("--infra-fail-rate", type=float, default=0.0,
+                   help="share of candidates whose trials always raise OSError (infrastructure failures)")
+    y.add_argument("--flaky-rate", type=float, default=0.0,
+                   help="share of candidates whose first attempt raises OSError (a retry succeeds)")
     r.add_argument("--json", action="store_true", help="final status as JSON (last line)")
+    r.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     r.set_defaults(handler=_search_run)
 
+    rp = sub.add_parser("repair", help="move corrupt journal lines to results.rejected.jsonl (nothing else changes)")
+    rp.add_argument("dir", help="search folder")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(handler=_search_repair)
+
     st = sub.add_parser("status", help="progress, best so far and running trials of a search folder")
-    st.add_argument("dir")
+    st.add_argument("dir", help="search folder")
     st.add_argument("--json", action="store_true")
     st.set_defaults(handler=_search_status)
 
@@ -297,6 +325,17 @@ def _register_search(subparsers) -> None:
     e.add_argument("--iters", type=int, default=50)
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=_search_export)
+
+
+def _group_arg(text: Optional[str]):
+    """``--group``: None, one label, a list of labels or ``"all"``."""
+    if text is None or text == "all":
+        return text
+    try:
+        labels = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--group: expected a label, a comma list of labels or 'all', got {text!r}") from None
+    return labels[0] if len(labels) == 1 else labels
 
 
 def _search_run(args) -> int:
@@ -316,13 +355,38 @@ def _search_run(args) -> int:
                     train_config=args.train_config, early_stop_patience=args.early_stop_patience, seed=args.seed)
     else:
         opts = dict(eval_seconds=args.eval_seconds, fail_rate=args.fail_rate)
+        if args.infra_fail_rate or args.flaky_rate:
+            opts.update(infra_fail_rate=args.infra_fail_rate, flaky_rate=args.flaky_rate)
     settings = SearchSettings(
         pool=args.pool, out=args.out, evaluator=args.evaluator, algorithm=args.algorithm, budget=args.budget,
-        workers=args.workers, group=args.group, latency_ms=lat, gpus_per_trial=args.gpus_per_trial,
-        cpus_per_trial=args.cpus_per_trial, engine=args.engine, address=args.address, seed=args.seed,
-        max_retries=args.max_retries, evaluator_options=opts)
-    status = run_search(settings, resume=args.resume)
+        workers=args.workers, group=_group_arg(args.group), latency_ms=lat, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, workers_per_trial=args.workers_per_trial, engine=args.engine,
+        address=args.address, seed=args.seed, max_retries=args.max_retries,
+        max_infra_failures=args.max_infra_failures, scheduler=args.scheduler, grace_epochs=args.grace_epochs,
+        reduction_factor=args.reduction_factor, evaluator_options=opts)
+    status = run_search(settings, resume=args.resume, progress=None if args.quiet else _progress_line)
     _print_status(status, args.json)
+    return 0
+
+
+def _progress_line(p) -> None:
+    """One line on stderr per finished trial: completed/budget, best so far, running."""
+    best = "-" if p["best"] is None else f"{p['best']:.4g}"
+    infra = f", {p['infrastructure_failures']} lost to infrastructure" if p["infrastructure_failures"] else ""
+    print(f"search: {p['completed']}/{p['budget']} evaluated, best {best}, {p['running']} running{infra}",
+          file=sys.stderr, flush=True)
+
+
+def _search_repair(args) -> int:
+    from gpunet.search.engine.journal import repair_journal
+
+    moved = repair_journal(args.dir)
+    if args.json:
+        print(json.dumps({"dir": os.path.abspath(args.dir), "moved_lines": moved}))
+    elif moved:
+        print(f"{args.dir}: moved line(s) {', '.join(map(str, moved))} to results.rejected.jsonl")
+    else:
+        print(f"{args.dir}: the journal has no corrupt line; nothing changed")
     return 0
 
 
@@ -336,6 +400,15 @@ def _print_status(st, as_json: bool) -> None:
     if best:
         lat = "-" if best.get("latency_ms") is None else f"{best['latency_ms']:.3g} ms"
         print(f"best: {best['value']:.4g} (candidate {best['candidate_id']}, latency {lat})")
+    for g in st.get("groups", []):
+        b = g["best"]
+        print(f"group {g['group']}: {g['completed']} evaluated ({g['failed']} failed), best "
+              f"{'-' if b is None else format(b['value'], '.4g')}")
+    if st.get("infrastructure_failures"):
+        print(f"{st['infrastructure_failures']} trial(s) lost to infrastructure (infrastructure.jsonl; not evaluations)")
+    if st.get("holder"):
+        h = st["holder"]
+        print(f"running in pid {h.get('pid')} on {h.get('hostname')}")
     for r in st["running"]:
         print(f"running: candidate {r['candidate_id']} (worker pid {r['worker_pid'] or '-'})")
 

@@ -1,17 +1,24 @@
 """One search run: settings, candidate set, the bookkeeping shared by both engines, resume.
 
-``run_search(settings)`` owns ``DIR``::
+``run_search(settings)`` owns ``DIR`` (one process at a time: :mod:`~gpunet.search.engine.lock`)::
 
     DIR/search.json          the settings (a resumed run must match them)
     DIR/space.json           the search space of the pool (decoding and export need it)
     DIR/results.jsonl        the journal: the truth (see :mod:`gpunet.search.engine.journal`)
-    DIR/state.json           the algorithm's state dict (told rows, rows in flight, random stream)
+    DIR/infrastructure.jsonl trials lost to the machines (not evaluations; the row went back)
+    DIR/state.json           the algorithms' state dicts (told rows, rows in flight, random streams)
     DIR/trials/<id>/         one folder per candidate: its checkpoints, spec, worker pid
+
+A run has one *lane* per latency group it searches (``group=None`` or one label: one lane;
+``group="all"`` or a list: one algorithm and ``budget`` evaluations per group, one journal whose
+lines name their ``group``).
 
 Order of writes when a trial ends: journal line first, then ``tell`` and the state file. A head
 killed between the two loses nothing: on resume every journal line the state lacks is told, and
 rows in flight in the state without a journal line are dispatched again (into the same trial
-folder, so a training candidate resumes from its last epoch).
+folder, so a training candidate resumes from its last epoch). A trial lost to infrastructure
+after its retries is written to ``infrastructure.jsonl`` and its row is released: it is not told,
+costs no budget, and may be proposed again.
 """
 from __future__ import annotations
 
@@ -20,26 +27,36 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..._checks import ArgumentError, argument_error, one_of, positive_int
+from ..._checks import ArgumentError, argument_error, non_negative_int, one_of, positive_int
 from ...errors import GPUNetError
 from ..pool import Pool
-from .journal import JOURNAL_NAME, Journal, candidate_id
+from .journal import INFRA_NAME, JOURNAL_NAME, Journal, candidate_id
 
-__all__ = ["SearchSettings", "SearchRunError", "SearchDriver", "load_candidates", "read_settings", "run_search",
-           "search_status", "ALGORITHMS"]
+__all__ = ["SearchSettings", "SearchRunError", "SearchInterrupted", "SearchDriver", "Candidate", "load_candidates",
+           "candidate_groups", "read_settings", "run_search", "search_status", "ALGORITHMS", "SCHEDULERS"]
 
 ALGORITHMS = {"lamcts": "LaMCTS", "tpe": "TPESearch", "random": "RandomSearch"}
+SCHEDULERS = ("asha",)
 SETTINGS_NAME, STATE_NAME, SPACE_NAME = "search.json", "state.json", "space.json"
 # settings that define the search: a resume must repeat them
-_IDENTITY = ("pool_sha256", "group", "latency_ms", "evaluator", "evaluator_options", "algorithm", "budget", "seed")
+_IDENTITY = ("pool_sha256", "group", "latency_ms", "evaluator", "evaluator_options", "algorithm", "budget", "seed",
+             "scheduler")
+
+Group = Union[None, int, str, List[int]]
 
 
 class SearchRunError(GPUNetError, ValueError):
     """Bad search arguments, or a resume whose arguments differ from the original run."""
+
+
+class SearchInterrupted(GPUNetError):
+    """The search was stopped (Ctrl-C) before its budget; the folder resumes with ``--resume``."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -47,17 +64,22 @@ class SearchSettings:
     pool: str
     out: str
     evaluator: str = "synthetic"
-    algorithm: str = "random"
+    algorithm: str = "lamcts"
     budget: int = 10
     workers: int = 1
-    group: Optional[int] = None
+    group: Group = None
     latency_ms: Optional[Tuple[float, float]] = None
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: Optional[float] = None   # None: 1 when the cluster has GPUs, else 0
     cpus_per_trial: float = 1.0
+    workers_per_trial: int = 1
     engine: str = "ray"
     address: Optional[str] = None
     seed: int = 0
     max_retries: int = 3
+    max_infra_failures: int = 20
+    scheduler: Optional[str] = None
+    grace_epochs: int = 1
+    reduction_factor: int = 2
     evaluator_options: Dict[str, Any] = field(default_factory=dict)
     pool_sha256: str = ""
 
@@ -65,6 +87,11 @@ class SearchSettings:
         d = dataclasses.asdict(self)
         d["latency_ms"] = list(self.latency_ms) if self.latency_ms else None
         return d
+
+    @property
+    def by_groups(self) -> bool:
+        """True when the run searches several latency groups (``"all"`` or a list), one lane each."""
+        return isinstance(self.group, (str, list, tuple))
 
 
 def _sha256(path: str) -> str:
@@ -78,17 +105,46 @@ def _sha256(path: str) -> str:
 
 
 def load_candidates(settings: SearchSettings) -> Pool:
-    """The part of the pool the settings select (``group`` or ``latency_ms``, else all of it)."""
+    """The part of the pool a one-lane run selects (``group`` or ``latency_ms``, else all of it)."""
+    if settings.by_groups:
+        raise argument_error("group", f"group {settings.group!r} selects several groups: use candidate_groups",
+                             SearchRunError)
+    return candidate_groups(settings)[settings.group]
+
+
+def candidate_groups(settings: SearchSettings) -> Dict[Optional[int], Pool]:
+    """The candidates of every lane: ``{group label or None: pool rows}`` in group order."""
     pool = Pool.load(settings.pool)
     if settings.group is not None and settings.latency_ms is not None:
         raise argument_error("group", "group and latency_ms select the candidates two ways: pass one",
                              SearchRunError)
-    if settings.group is not None:
-        return _selected(lambda: pool.group(settings.group), "group", f"group {settings.group}")
     if settings.latency_ms is not None:
         lo, hi = settings.latency_ms
-        return _selected(lambda: pool.latency_range(lo, hi), "latency_ms", f"latency_ms {lo}:{hi}")
-    return pool
+        return {None: _selected(lambda: pool.latency_range(lo, hi), "latency_ms", f"latency_ms {lo}:{hi}")}
+    labels = _group_labels(settings.group, pool)
+    if labels is None:
+        return {None: pool}
+    return {g: _selected(lambda g=g: pool.group(g), "group", f"group {g}") for g in labels}
+
+
+def _group_labels(group: Group, pool: Pool) -> Optional[List[int]]:
+    """The labels ``group`` names: None (whole pool), one label, ``"all"`` (every non-empty group), a list."""
+    if group is None:
+        return None
+    if group == "all":
+        labels = [g["label"] for g in pool.group_counts() if g["count"]]
+        if not labels:
+            raise argument_error("group", f"group 'all': {pool.origin} has no latency groups (sampled "
+                                          f"without a latency table)", SearchRunError)
+        return labels
+    if isinstance(group, str):
+        raise argument_error("group", f"group must be a label, a list of labels or 'all', got {group!r}",
+                             SearchRunError)
+    labels = [int(g) for g in group] if isinstance(group, (list, tuple)) else [int(group)]
+    if len(set(labels)) != len(labels) or not labels:
+        raise argument_error("group", f"group: labels must be distinct and at least one, got {group!r}",
+                             SearchRunError)
+    return labels
 
 
 def _selected(select, argument: str, what: str) -> Pool:
@@ -117,27 +173,88 @@ class Candidate:
     vector: List[int]
     candidate_id: str
     latency_ms: Optional[float]
+    group: Optional[int] = None
+
+
+@dataclass
+class Lane:
+    """One latency group's search: its candidates, its algorithm, its share of the journal."""
+
+    group: Optional[int]
+    pool: Pool
+    algo: Any
+    completed: int = 0
+    in_flight: int = 0
+
+
+def check_settings(settings: SearchSettings) -> None:
+    """Arguments that need no pool: counts, names, the scheduler, the Ray address."""
+    one_of(settings.engine, ("ray", "local"), "engine", SearchRunError)
+    positive_int(settings.workers, "workers", SearchRunError)
+    positive_int(settings.workers_per_trial, "workers_per_trial", SearchRunError)
+    non_negative_int(settings.max_retries, "max_retries", SearchRunError)
+    non_negative_int(settings.max_infra_failures, "max_infra_failures", SearchRunError)
+    if settings.scheduler is not None:
+        one_of(settings.scheduler, SCHEDULERS, "scheduler", SearchRunError)
+        positive_int(settings.grace_epochs, "grace_epochs", SearchRunError)
+        if isinstance(settings.reduction_factor, bool) or not isinstance(settings.reduction_factor, int) \
+                or settings.reduction_factor < 2:
+            raise argument_error("reduction_factor", f"reduction_factor must be an int >= 2, got "
+                                                     f"{settings.reduction_factor!r}", SearchRunError)
+    if settings.gpus_per_trial is not None and settings.gpus_per_trial < 0:
+        raise argument_error("gpus_per_trial", f"gpus_per_trial must be >= 0, got {settings.gpus_per_trial}",
+                             SearchRunError)
+    if settings.address and settings.address.startswith("ray://"):
+        raise argument_error("address", f"address {settings.address}: Ray Client (ray://) is not supported: the "
+                                        f"search's driver writes its journal where the command runs, so run "
+                                        f"`gpunet search run` on the head node (or any node of the cluster) "
+                                        f"with --address auto or HOST:6379", SearchRunError)
 
 
 class SearchDriver:
     """Engine-agnostic bookkeeping: what to evaluate next, and recording what finished."""
 
-    def __init__(self, settings: SearchSettings, resume: bool = False):
+    def __init__(self, settings: SearchSettings, resume: bool = False,
+                 progress: Optional[Callable[[Dict[str, Any]], None]] = None):
         self.settings = settings
+        settings.pool_sha256 = settings.pool_sha256 or _sha256(settings.pool)
         self.out = os.path.abspath(settings.out)
-        self.pool = load_candidates(settings)
-        self.vectors, self.space_json = self.pool.vectors, self.pool.space.to_json().rstrip("\n")
+        self.progress = progress
+        groups = candidate_groups(settings)
+        first = next(iter(groups.values()))
+        self.space_json = first.space.to_json().rstrip("\n")
+        self.lanes: Dict[Optional[int], Lane] = {}
+        for g, pool in groups.items():
+            self._check_budget(g, pool)
+            algo = _make_algorithm(settings.algorithm, pool.vectors, settings.seed, pool.vectors.shape[1])
+            self.lanes[g] = Lane(g, pool, algo)
+        self.vectors = np.concatenate([lane.pool.vectors for lane in self.lanes.values()])
         self.latency = {candidate_id(v): (float(lt) if np.isfinite(lt) else None)
-                        for v, lt in zip(self.vectors, self.pool.latency_ms)}
-        if not 1 <= settings.budget <= len(self.vectors):
-            raise argument_error("budget", f"budget must be between 1 and the {len(self.vectors)} candidates, "
-                                           f"got {settings.budget}", SearchRunError)
-        positive_int(settings.workers, "workers", SearchRunError)
-        self.algo = _make_algorithm(settings.algorithm, self.vectors, settings.seed, self.vectors.shape[1])
+                        for lane in self.lanes.values() for v, lt in zip(lane.pool.vectors, lane.pool.latency_ms)}
         self.journal = Journal(os.path.join(self.out, JOURNAL_NAME))
-        self.redispatch: List[np.ndarray] = []
+        self.infra_journal = Journal(os.path.join(self.out, INFRA_NAME), unique=False)
+        self.redispatch: List[Tuple[Optional[int], np.ndarray]] = []
         self.in_flight: Dict[str, Candidate] = {}
+        self.infra_failures = 0
         self._prepare(resume)
+
+    @property
+    def algo(self):
+        """The algorithm of a one-lane run (a run by groups has one per lane: ``lanes[g].algo``)."""
+        if len(self.lanes) != 1:
+            raise AttributeError("a search by groups has one algorithm per group: use driver.lanes[group].algo")
+        return next(iter(self.lanes.values())).algo
+
+    @property
+    def budget_total(self) -> int:
+        return self.settings.budget * len(self.lanes)
+
+    def _check_budget(self, group: Optional[int], pool: Pool) -> None:
+        where = "" if group is None else f" of group {group}"
+        if isinstance(self.settings.budget, bool) or not isinstance(self.settings.budget, int) \
+                or not 1 <= self.settings.budget <= len(pool):
+            raise argument_error("budget", f"budget must be between 1 and the {len(pool)} candidates{where}, "
+                                           f"got {self.settings.budget}", SearchRunError)
 
     # -- setup / resume -----------------------------------------------------------------------
     def _prepare(self, resume: bool) -> None:
@@ -152,105 +269,233 @@ class SearchDriver:
             raise argument_error("resume", f"resume: {self.out} holds no search ({SETTINGS_NAME} not found)",
                                  SearchRunError)
         if resume:
-            with open(settings_path, encoding="utf-8") as f:
-                old = json.load(f)
-            new = self.settings.to_dict()
-            diff = [k for k in _IDENTITY if old.get(k) != new.get(k)]
-            if diff:
-                raise argument_error("resume", f"resume: arguments differ from the run in {self.out}: " + "; ".join(
-                    f"{k} was {old.get(k)!r}, now {new.get(k)!r}" for k in diff), SearchRunError)
+            self._check_same_run(settings_path)
         os.makedirs(os.path.join(self.out, "trials"), exist_ok=True)
         atomic_write_text(settings_path, json.dumps(self.settings.to_dict(), indent=1) + "\n")
         atomic_write_text(os.path.join(self.out, SPACE_NAME), self.space_json + "\n")
-        state_path = os.path.join(self.out, STATE_NAME)
-        if resume and os.path.exists(state_path):
-            with open(state_path, encoding="utf-8") as f:
-                self.algo.load_state_dict(json.load(f)["algorithm"])
-        told = {candidate_id(v) for v in self.algo.told()[0]}
-        for rec in self.journal.records():  # the journal wins over a state file that lags it
-            if rec["candidate_id"] not in told:
-                self.algo.tell(np.asarray(rec["vector"]), rec.get("value"))
-        self.redispatch = [np.asarray(v) for v in self.algo.pending()]
-        self._completed = len(self.journal.records())
+        if resume:
+            self._load_state()
+        self._replay_journal()
         self._save_state()
+
+    def _check_same_run(self, settings_path: str) -> None:
+        with open(settings_path, encoding="utf-8") as f:
+            old = json.load(f)
+        new = self.settings.to_dict()
+        diff = [k for k in _IDENTITY if old.get(k) != new.get(k)]
+        if diff:
+            raise argument_error("resume", f"resume: arguments differ from the run in {self.out}: " + "; ".join(
+                f"{k} was {old.get(k)!r}, now {new.get(k)!r}" for k in diff), SearchRunError)
+
+    def _load_state(self) -> None:
+        state_path = os.path.join(self.out, STATE_NAME)
+        if not os.path.exists(state_path):
+            return
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+        for g, lane_state in _lane_states(state).items():
+            if g in self.lanes:
+                self.lanes[g].algo.load_state_dict(lane_state)
+
+    def _replay_journal(self) -> None:
+        """Tell every journal line the state lacks (the journal wins); queue rows still in flight."""
+        told = {g: {candidate_id(v) for v in lane.algo.told()[0]} for g, lane in self.lanes.items()}
+        for rec in self.journal.records():
+            g = rec.get("group") if self.settings.by_groups else self.settings.group
+            lane = self.lanes.get(g)
+            if lane is None:
+                raise SearchRunError(f"{self.journal.path}: candidate {rec['candidate_id']} has group {g!r}, "
+                                     f"which this search does not have")
+            lane.completed += 1
+            if rec["candidate_id"] not in told[g]:
+                lane.algo.tell(np.asarray(rec["vector"]), rec.get("value"))
+        self.redispatch = [(g, np.asarray(v)) for g, lane in self.lanes.items() for v in lane.algo.pending()]
 
     def _save_state(self) -> None:
         from ..._io import atomic_write_text
 
-        state = {"algorithm": self.algo.state_dict(), "saved": time.time()}
+        if self.settings.by_groups:
+            state = {"groups": {str(g): lane.algo.state_dict() for g, lane in self.lanes.items()}}
+        else:
+            state = {"algorithm": self.algo.state_dict()}
+        state["saved"] = time.time()
         atomic_write_text(os.path.join(self.out, STATE_NAME), json.dumps(state) + "\n")
 
     # -- dispatch / record --------------------------------------------------------------------
     @property
     def completed(self) -> int:
-        return self._completed
+        return sum(lane.completed for lane in self.lanes.values())
 
     def remaining(self) -> int:
-        """Evaluations still to dispatch: budget minus journal lines minus trials in flight."""
-        return self.settings.budget - self.completed - len(self.in_flight)
+        """Evaluations still to dispatch: budget minus journal lines minus trials in flight, all lanes."""
+        return sum(self._lane_remaining(lane) for lane in self.lanes.values())
+
+    def _lane_remaining(self, lane: Lane) -> int:
+        return self.settings.budget - lane.completed - lane.in_flight
+
+    def exhausted(self) -> bool:
+        """True when more infrastructure failures happened than ``max_infra_failures`` allows."""
+        return self.infra_failures > self.settings.max_infra_failures
 
     def next_candidate(self) -> Optional[Candidate]:
-        if self.remaining() <= 0:
+        """The next row to evaluate (re-dispatch first, then the lane with the most budget left)."""
+        if self.exhausted():
             return None
         if self.redispatch:
-            v = self.redispatch.pop(0)
+            g, v = self.redispatch.pop(0)
+            lane = self.lanes[g]
         else:
-            v = self.algo.ask()
+            lanes = [lane for lane in self.lanes.values() if self._lane_remaining(lane) > 0]
+            if not lanes:
+                return None
+            lane = max(lanes, key=self._lane_remaining)  # first of the most behind on ties: group order
+            v = lane.algo.ask()
             self._save_state()  # the row is in flight: a resume re-dispatches it
         vec = [int(a) for a in v]
-        cid = candidate_id(vec)
-        c = Candidate(vec, cid, self.latency.get(cid))
-        self.in_flight[cid] = c
+        c = Candidate(vec, candidate_id(vec), self.latency.get(candidate_id(vec)), lane.group)
+        lane.in_flight += 1
+        self.in_flight[c.candidate_id] = c
         return c
 
     def trial_dir(self, c: Candidate) -> str:
         return os.path.join(self.out, "trials", c.candidate_id)
 
+    def _leave(self, c: Candidate) -> Lane:
+        lane = self.lanes[c.group]
+        if self.in_flight.pop(c.candidate_id, None) is not None:
+            lane.in_flight -= 1
+        return lane
+
     def complete(self, c: Candidate, result: Dict[str, Any], trial_id: str, seconds: float) -> bool:
         """Journal the result (first), then tell the algorithm. False if it was already journaled."""
-        self.in_flight.pop(c.candidate_id, None)
-        value = result.get("value")
-        rec = {"trial_id": trial_id, "candidate_id": c.candidate_id, "vector": c.vector,
-               "value": None if value is None else float(value), "latency_ms": c.latency_ms,
-               "seconds": round(float(seconds), 3)}
-        if value is None:
-            rec["error"] = str(result.get("error") or "evaluation failed")
-        rec.update({k: v for k, v in result.items() if k not in rec and k != "error" and v is not None})
-        rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        lane = self._leave(c)
+        rec = _journal_record(c, result, trial_id, seconds, self.settings.by_groups)
         written = self.journal.append(rec)
         if written:
-            self._completed += 1
-            self.algo.tell(np.asarray(c.vector), rec["value"])
+            lane.completed += 1
+            lane.algo.tell(np.asarray(c.vector), rec["value"])
             self._save_state()
+            self._report_progress()
         return written
 
+    def release(self, c: Candidate, result: Dict[str, Any], trial_id: str, seconds: float) -> None:
+        """An infrastructure failure after its retries: noted apart, the row goes back to the pool."""
+        lane = self._leave(c)
+        rec = _journal_record(c, {**result, "value": None, "error_kind": "infrastructure"}, trial_id, seconds,
+                              self.settings.by_groups)
+        self.infra_journal.append(rec)
+        self.infra_failures += 1
+        lane.algo.release(np.asarray(c.vector))
+        self._save_state()
+        self._report_progress()
 
-def run_search(settings: SearchSettings, resume: bool = False) -> Dict[str, Any]:
-    """Run (or resume) a search to its budget; returns :func:`search_status` of the finished run."""
+    def release_quietly(self, c: Candidate) -> None:
+        """A trial that ended with no verdict (the run was stopped under it): its row goes back."""
+        lane = self._leave(c)
+        lane.algo.release(np.asarray(c.vector))
+        self._save_state()
+
+    def _report_progress(self) -> None:
+        if self.progress is None:
+            return
+        best = self.journal.best()
+        self.progress({"completed": self.completed, "budget": self.budget_total, "running": len(self.in_flight),
+                       "best": None if best is None else best["value"], "infrastructure_failures":
+                       self.infra_failures})
+
+
+def _journal_record(c: Candidate, result: Dict[str, Any], trial_id: str, seconds: float,
+                    by_groups: bool) -> Dict[str, Any]:
+    """One journal line: the candidate, its value (or why none), where and when it ran, its facts."""
+    value = result.get("value")
+    rec = {"trial_id": trial_id, "candidate_id": c.candidate_id, "vector": c.vector,
+           "value": None if value is None else float(value), "latency_ms": c.latency_ms,
+           "seconds": round(float(seconds), 3)}
+    if by_groups:
+        rec["group"] = c.group
+    if value is None:
+        rec["error"] = str(result.get("error") or "evaluation failed")
+        rec["error_kind"] = result.get("error_kind") or "candidate"
+    rec.update({k: v for k, v in result.items() if k not in rec and k != "error" and v is not None})
+    rec.setdefault("ended", round(time.time(), 3))
+    rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return rec
+
+
+def _lane_states(state: Dict[str, Any]) -> Dict[Optional[int], Dict[str, Any]]:
+    """``{group: algorithm state}`` from a state file of a one-lane run or of a run by groups."""
+    if "groups" in state:
+        return {int(g): st for g, st in state["groups"].items()}
+    return {None: state["algorithm"]}
+
+
+def run_search(settings: SearchSettings, resume: bool = False,
+               progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Run (or resume) a search to its budget; returns :func:`search_status` of the finished run.
+
+    ``progress(status)`` is called after every finished trial (completed, budget, running, best).
+    Raises :class:`SearchInterrupted` when stopped (Ctrl-C) before the budget, and
+    :class:`SearchRunError` when more than ``max_infra_failures`` trials were lost to infrastructure.
+    """
     from .evaluators import make_evaluator
+    from .lock import SearchLock
 
-    one_of(settings.engine, ("ray", "local"), "engine", SearchRunError)
+    check_settings(settings)
     settings.pool_sha256 = _sha256(settings.pool)
-    driver = SearchDriver(settings, resume=resume)
-    evaluator = make_evaluator(settings.evaluator, settings.evaluator_options, driver.space_json)
-    if settings.engine == "local":
-        _run_local(driver, evaluator)
-    else:
-        from .ray_tune import run_ray
+    os.makedirs(settings.out, exist_ok=True)
+    with SearchLock(settings.out):
+        driver = SearchDriver(settings, resume=resume, progress=progress)
+        evaluator = make_evaluator(settings.evaluator, settings.evaluator_options, driver.space_json)
+        try:
+            if settings.engine == "local":
+                _run_local(driver, evaluator)
+            else:
+                from .ray_tune import run_ray
 
-        run_ray(driver, evaluator)
+                run_ray(driver, evaluator)
+        except KeyboardInterrupt:
+            raise SearchInterrupted(_interrupted(driver)) from None
+        _check_ended(driver)
     return search_status(settings.out)
 
 
+def _interrupted(driver: SearchDriver) -> str:
+    return (f"search interrupted at {driver.completed}/{driver.budget_total} evaluations; continue it with "
+            f"`gpunet search run ... --resume --out {driver.out}` (the same arguments)")
+
+
+def _check_ended(driver: SearchDriver) -> None:
+    """A run that returned before its budget was either stopped by a user or by infrastructure."""
+    if driver.exhausted():
+        raise SearchRunError(f"{driver.infra_failures} trials were lost to infrastructure (more than "
+                             f"max_infra_failures={driver.settings.max_infra_failures}); see "
+                             f"{driver.infra_journal.path}, fix the cluster, then resume the search")
+    if driver.completed < driver.budget_total:
+        raise SearchInterrupted(_interrupted(driver))
+
+
 def _run_local(driver: SearchDriver, evaluator) -> None:
-    """One candidate at a time in this process (no Ray): the reference the Ray engine must match."""
+    """One candidate at a time in this process (no Ray): the reference the Ray engine must match.
+
+    An exception from the evaluator is an infrastructure failure: retried ``max_retries`` times,
+    then released, as the Ray engine does.
+    """
     while True:
         c = driver.next_candidate()
         if c is None:
             return
         t0 = time.time()
-        result = evaluator.evaluate(c.vector, driver.trial_dir(c), lambda metrics, ckpt: None, None)
-        driver.complete(c, result, f"local-{c.candidate_id}", time.time() - t0)
+        for attempt in range(driver.settings.max_retries + 1):
+            try:
+                result = evaluator.evaluate(c.vector, driver.trial_dir(c), lambda metrics, ckpt: None, None)
+            except Exception as e:  # what the evaluator raises is the machine's (it returns its own failures)
+                if attempt == driver.settings.max_retries:
+                    driver.release(c, {"error": f"{type(e).__name__}: {e}"[:500], "retries": attempt},
+                                   f"local-{c.candidate_id}", time.time() - t0)
+                continue
+            result = {**result, "retries": attempt, "started": round(t0, 3)}
+            driver.complete(c, result, f"local-{c.candidate_id}", time.time() - t0)
+            break
 
 
 def read_settings(out: str) -> Dict[str, Any]:
@@ -264,29 +509,52 @@ def read_settings(out: str) -> Dict[str, Any]:
 
 def search_status(out: str) -> Dict[str, Any]:
     """Progress of the search in ``out`` (running or finished), from its files only."""
+    from .lock import lock_holder
+
     settings = read_settings(out)
     recs = Journal(os.path.join(out, JOURNAL_NAME)).records()
     ok = [r for r in recs if r.get("value") is not None]
     best = max(ok, key=lambda r: r["value"]) if ok else None
-    running = []
+    lanes = 1
     state_path = os.path.join(out, STATE_NAME)
+    running = []
     if os.path.exists(state_path):
         with open(state_path, encoding="utf-8") as f:
-            pending = json.load(f)["algorithm"]["pending"]
+            states = _lane_states(json.load(f))
+        lanes = len(states)
         done = {r["candidate_id"] for r in recs}
-        for v in pending:
-            cid = candidate_id(v)
-            if cid in done:
-                continue
-            pid_file = os.path.join(out, "trials", cid, "worker.pid")
-            pid = None
-            if os.path.exists(pid_file):
-                with open(pid_file) as f:
-                    pid = int(f.read().strip() or 0) or None
-            running.append({"candidate_id": cid, "vector": v, "worker_pid": pid})
-    keep = ("trial_id", "candidate_id", "value", "latency_ms", "checkpoint", "vector")
-    return {"out": os.path.abspath(out), "completed": len(recs), "budget": settings["budget"],
-            "failed": sum(r.get("value") is None for r in recs), "running": running,
-            "best": {k: best[k] for k in keep if k in best} if best else None,
-            "evaluator": settings["evaluator"], "algorithm": settings["algorithm"],
-            "finished": len(recs) >= settings["budget"]}
+        running = [_running(out, v) for st in states.values() for v in st["pending"] if candidate_id(v) not in done]
+    budget = settings["budget"] * lanes
+    keep = ("trial_id", "candidate_id", "value", "latency_ms", "checkpoint", "vector", "group")
+    status = {"out": os.path.abspath(out), "completed": len(recs), "budget": budget,
+              "failed": sum(r.get("value") is None for r in recs), "running": running,
+              "best": {k: best[k] for k in keep if k in best} if best else None,
+              "evaluator": settings["evaluator"], "algorithm": settings["algorithm"],
+              "infrastructure_failures": len(Journal(os.path.join(out, INFRA_NAME), unique=False).records()),
+              "holder": lock_holder(out), "finished": len(recs) >= budget}
+    if settings.get("group") is not None and isinstance(settings["group"], (str, list)):
+        status["groups"] = _group_status(recs)
+    return status
+
+
+def _running(out: str, vector) -> Dict[str, Any]:
+    cid = candidate_id(vector)
+    pid_file = os.path.join(out, "trials", cid, "worker.pid")
+    pid = None
+    if os.path.exists(pid_file):
+        with open(pid_file) as f:
+            pid = int(f.read().strip() or 0) or None
+    return {"candidate_id": cid, "vector": vector, "worker_pid": pid}
+
+
+def _group_status(recs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per group of a run by groups: evaluations, failures and the best line."""
+    out = []
+    for g in sorted({r.get("group") for r in recs if r.get("group") is not None}):
+        mine = [r for r in recs if r.get("group") == g]
+        ok = [r for r in mine if r.get("value") is not None]
+        best = max(ok, key=lambda r: r["value"]) if ok else None
+        out.append({"group": g, "completed": len(mine), "failed": len(mine) - len(ok),
+                    "best": None if best is None else {"candidate_id": best["candidate_id"], "value": best["value"],
+                                                       "latency_ms": best.get("latency_ms")}})
+    return out

@@ -8,7 +8,9 @@
 - :func:`run_ray` runs a driver on it: the journal is written when a trial completes,
   ``ConcurrencyLimiter(max_concurrent=workers)``, ``tune.with_resources`` per trial,
   ``FailureConfig(max_failures)`` so a trial whose worker died is retried from the checkpoint it
-  last passed to ``tune.report``.
+  last passed to ``tune.report``, ``ASHAScheduler`` with ``scheduler="asha"``. Each trial trains
+  on exactly the GPUs Ray assigned it (:func:`_placement`), or data-parallel on a Ray Train
+  worker group (``workers_per_trial > 1``).
 
 This module imports Ray at its top: only ``driver.run_search(engine="ray")`` imports it (inside
 the function), so ``import gpunet`` / ``gpunet.search`` / ``gpunet.search.engine`` stay free of Ray.
@@ -25,6 +27,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import ray
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from ..._io import atomic_write_text
@@ -32,8 +35,10 @@ from ..._io import atomic_write_text
 __all__ = ["AskTellSearcher", "JournalSearcher", "run_ray", "make_searcher"]
 
 # what a trial's final report may carry into the journal
-_RESULT_KEYS = ("value", "error", "checkpoint", "best_epoch", "epochs", "stopped_early", "img_size", "num_classes",
-                "crop_pct", "interpolation", "dataset", "data_dir", "train_seconds", "resumed_from", "retries")
+_PLACEMENT_KEYS = ("node", "hostname", "gpu_ids", "started", "workers", "retries")
+_RESULT_KEYS = ("value", "error", "error_kind", "checkpoint", "best_epoch", "epochs", "stopped_early", "img_size",
+                "num_classes", "crop_pct", "interpolation", "dataset", "data_dir", "train_seconds", "resumed_from",
+                "retries", "world_size") + _PLACEMENT_KEYS
 
 
 class AskTellSearcher(Searcher):
@@ -91,20 +96,28 @@ class AskTellSearcher(Searcher):
 
 
 class JournalSearcher(AskTellSearcher):
-    """The search run's searcher: candidates come from the driver (re-dispatch first, budget),
-    results go to the journal before the algorithm hears them."""
+    """The search run's searcher: candidates come from the driver (re-dispatch first, budget per
+    group), results go to its journal before the algorithm hears them.
 
-    def __init__(self, driver):
+    How a trial ends decides what is written: a final report is an evaluation (a value, or the
+    candidate's own failure); a trial the scheduler stopped is an evaluation at the epochs it ran
+    (``stopped_early``); a trial that errored after its retries was lost to infrastructure (the
+    evaluators return a candidate's failures, they never raise them) and its row is released.
+    """
+
+    def __init__(self, driver, evaluator, stopped: Optional[set] = None):
         # no Tune metric: Tune would demand it in every report, and a failed candidate has none
-        super().__init__(driver.algo, metric=None, mode=None, max_trials=driver.settings.budget)
-        self.driver = driver
+        super().__init__(None, metric=None, mode=None, max_trials=None)
+        self.driver, self.evaluator = driver, evaluator
+        self.stopped = stopped if stopped is not None else set()   # trial ids the scheduler stopped
         self.candidates: Dict[str, Any] = {}
         self.started: Dict[str, float] = {}
 
     def suggest(self, trial_id: str) -> Optional[Dict[str, Any]]:
         c = self.driver.next_candidate()
         if c is None:
-            return Searcher.FINISHED
+            # trials in flight may still give their rows back (infrastructure): wait for them
+            return None if self.driver.in_flight and not self.driver.exhausted() else Searcher.FINISHED
         self.candidates[trial_id] = c
         self.started[trial_id] = time.time()
         return {"vector": c.vector, "candidate_id": c.candidate_id, "workdir": self.driver.trial_dir(c)}
@@ -114,16 +127,21 @@ class JournalSearcher(AskTellSearcher):
         if c is None:
             return
         seconds = time.time() - self.started.pop(trial_id, time.time())
-        self.driver.complete(c, self._outcome(result, error), trial_id, seconds)
-
-    def _outcome(self, result: Optional[Dict], error: bool) -> Dict[str, Any]:
-        """The journal fields of a finished trial: its final report, or why there is none."""
         if error:
-            return {"value": None, "error": f"trial failed {self.driver.settings.max_retries + 1} time(s) "
-                                            f"(worker lost or crashed); retries exhausted"}
-        if not result or not result.get("final"):
-            return {"value": None, "error": "trial ended without a final result"}
-        return {k: v for k, v in result.items() if k in _RESULT_KEYS}
+            self.driver.release(c, self._lost(result), trial_id, seconds)
+        elif result and result.get("final"):
+            self.driver.complete(c, {k: v for k, v in result.items() if k in _RESULT_KEYS}, trial_id, seconds)
+        elif result and trial_id in self.stopped:
+            record = self.evaluator.stopped_record(self.driver.trial_dir(c), result)
+            placement = {k: v for k, v in result.items() if k in _PLACEMENT_KEYS}
+            self.driver.complete(c, {**placement, **record}, trial_id, seconds)
+        else:  # ended with no verdict (the run was stopped): the row goes back, nothing is recorded
+            self.driver.release_quietly(c)
+
+    def _lost(self, result: Optional[Dict]) -> Dict[str, Any]:
+        placement = {k: v for k, v in (result or {}).items() if k in _PLACEMENT_KEYS}
+        return {**placement, "error": f"trial failed {self.driver.settings.max_retries + 1} time(s) (worker, node "
+                                      f"or storage lost); retries exhausted", "retries": self.driver.settings.max_retries}
 
     def save(self, checkpoint_path: str) -> None:
         self.driver._save_state()
@@ -142,31 +160,65 @@ def make_searcher(algorithm, metric: str = "value", mode: str = "max",
 
 # ------------------------------------------------------------------------------------ trainable
 
-def _report_epoch(metrics: Dict[str, Any], checkpoint_dir: Optional[str]) -> None:
+def _placement() -> Dict[str, Any]:
+    """Where this trial runs, and CUDA limited to the GPUs Ray assigned it (none: CUDA hidden).
+
+    Ray 2.60 no longer hides ``CUDA_VISIBLE_DEVICES`` from a task that asked for no GPU, and the
+    trainer takes ``cuda`` when it sees one: without this every trial of a node trains on GPU 0.
+    """
+    import socket
+    import sys
+
+    gpu_ids = [int(g) if str(g).isdigit() else str(g) for g in ray.get_gpu_ids()]
+    visible = ",".join(str(g) for g in gpu_ids)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized() and os.environ.get("CUDA_VISIBLE_DEVICES") != visible:
+        raise RuntimeError(f"CUDA was initialised in this worker for GPUs {os.environ.get('CUDA_VISIBLE_DEVICES')!r}, "
+                           f"but Ray assigned {visible!r} to this trial")
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    return {"node": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(), "gpu_ids": gpu_ids,
+            "started": round(time.time(), 3)}
+
+
+def _epoch_reporter(placement: Dict[str, Any]):
     """The evaluator's per-epoch callback: an intermediate report, with the epoch's checkpoint."""
-    metrics = {k: v for k, v in metrics.items() if v is not None}
-    metrics["final"] = False
-    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+    def report(metrics: Dict[str, Any], checkpoint_dir: Optional[str]) -> None:
+        metrics = {**placement, **{k: v for k, v in metrics.items() if v is not None}, "final": False}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+    return report
 
 
-def _count_restart(workdir: str) -> int:
-    """Record one more restart of this trial; the total, across kills of the retried worker too."""
-    path = os.path.join(workdir, "restarts")
+def _count_attempt(workdir: str) -> int:
+    """Record one more start of this candidate's trial; the total, across kills of its workers and heads."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "attempts")
     with open(path, "a") as f:
         f.write("1")
     with open(path) as f:
         return len(f.read())
 
 
-def _trial(config: Dict[str, Any], evaluator=None) -> None:
-    """The Tune trainable: evaluate one candidate, reporting (and checkpointing) every epoch."""
+def _trial(config: Dict[str, Any], evaluator=None, parallel: Optional[Dict[str, Any]] = None) -> None:
+    """The Tune trainable: evaluate one candidate, reporting (and checkpointing) every epoch.
+
+    ``parallel`` (``num_workers``, ``use_gpu``, per-worker resources): the candidate trains
+    data-parallel on a Ray Train worker group started from here (:mod:`.data_parallel`).
+    """
+    placement = {**_placement(), "retries": _count_attempt(config["workdir"]) - 1}
+    report = _epoch_reporter(placement)
     ckpt = tune.get_checkpoint()
     ctx = ckpt.as_directory() if ckpt is not None else contextlib.nullcontext(None)
     with ctx as restore_dir:
-        out = evaluator.evaluate(config["vector"], config["workdir"], _report_epoch, restore_dir)
-    out = {k: v for k, v in out.items() if v is not None}
-    out["retries"] = 0 if restore_dir is None else _count_restart(config["workdir"])
-    out["final"] = True
+        if parallel:
+            from .data_parallel import evaluate_data_parallel
+
+            out = evaluate_data_parallel(evaluator, config["vector"], config["workdir"], report, restore_dir,
+                                         **parallel)
+        else:
+            out = evaluator.evaluate(config["vector"], config["workdir"], report, restore_dir)
+    out = {**placement, **{k: v for k, v in out.items() if v is not None}, "final": True}
     tune.report(out)
 
 
@@ -180,8 +232,16 @@ def _init_ray(settings) -> bool:
     if settings.address:
         ray.init(address=settings.address, **kw)
     else:
-        ray.init(num_cpus=max(1, math.ceil(settings.workers * settings.cpus_per_trial)), **kw)
+        cpus = settings.workers * settings.cpus_per_trial * max(1, settings.workers_per_trial)
+        ray.init(num_cpus=max(1, math.ceil(cpus)), **kw)
     return True
+
+
+def gpus_per_trial(settings) -> float:
+    """``settings.gpus_per_trial``, or by default 1 when the cluster has GPUs (else 0)."""
+    if settings.gpus_per_trial is not None:
+        return float(settings.gpus_per_trial)
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
 def _run_name(storage: str) -> str:
@@ -189,16 +249,54 @@ def _run_name(storage: str) -> str:
     return f"run-{len([d for d in os.listdir(storage) if d.startswith('run-')]) + 1}"
 
 
-def _make_tuner(driver, evaluator, num_samples: int) -> tune.Tuner:
+class _NotingASHA(ASHAScheduler):
+    """Tune's ASHA, noting the trials it stops: the searcher journals those as results, not failures."""
+
+    def __init__(self, stopped: set, **kw):
+        super().__init__(**kw)
+        self.stopped = stopped
+
+    def on_trial_result(self, tune_controller, trial, result: Dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP:
+            self.stopped.add(trial.trial_id)
+        return action
+
+
+def _scheduler(settings, evaluator, stopped: set):
+    """ASHA on the per-epoch validation top-1 (``--scheduler asha``), or Tune's FIFO."""
+    if settings.scheduler is None:
+        return None
+    # a failed candidate's final report has no top-1; ASHA skips such results itself
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    return _NotingASHA(stopped, time_attr="epoch", metric="top1", mode="max", max_t=evaluator.max_epochs,
+                       grace_period=min(settings.grace_epochs, evaluator.max_epochs),
+                       reduction_factor=settings.reduction_factor,
+                       stop_last_trials=False)  # a candidate at max_t ends by itself, with its final report
+
+
+def _resources(settings, gpus: float):
+    """What Tune reserves per trial: the trial itself, or (data-parallel) a coordinator + its workers."""
+    if settings.workers_per_trial <= 1:
+        return {"cpu": settings.cpus_per_trial, "gpu": gpus}, None
+    parallel = {"num_workers": settings.workers_per_trial, "use_gpu": gpus > 0,
+                "cpus_per_worker": settings.cpus_per_trial, "gpus_per_worker": gpus}
+    return {"cpu": 0}, parallel
+
+
+def _make_tuner(driver, evaluator) -> tune.Tuner:
     s = driver.settings
     storage = os.path.join(driver.out, "ray")
     os.makedirs(storage, exist_ok=True)
-    resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(_trial, evaluator=evaluator), resources)
+    resources, parallel = _resources(s, gpus_per_trial(s))
+    trainable = tune.with_resources(tune.with_parameters(_trial, evaluator=evaluator, parallel=parallel), resources)
+    stopped: set = set()
+    searcher = JournalSearcher(driver, evaluator, stopped)
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(JournalSearcher(driver), max_concurrent=s.workers),
-                                    num_samples=num_samples, reuse_actors=True),
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.workers),
+                                    scheduler=_scheduler(s, evaluator, stopped), num_samples=-1,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=_run_name(storage), storage_path=storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=s.max_retries),
@@ -209,12 +307,11 @@ def run_ray(driver, evaluator) -> None:
     """Evaluate the driver's remaining budget on Ray Tune (starting a local Ray, or joining ``address``)."""
     started = _init_ray(driver.settings)
     try:
-        remaining = driver.remaining()
-        if remaining <= 0:
+        if driver.remaining() <= 0:
             return
         # checkpoints every epoch are the point; Tune's warning about frequent snapshots is noise here
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        _make_tuner(driver, evaluator, remaining).fit()
+        _make_tuner(driver, evaluator).fit()
     finally:
         if started:
             ray.shutdown()
