@@ -88,6 +88,8 @@ class ModelCard:
     latency_source: Optional[str] = None
     source: Optional[str] = None
     measurement: Dict[str, Any] = field(default_factory=dict)
+    proxy: bool = False  # top-1 of a proxy training (smaller input or fewer epochs than the recipe's)
+    training: Dict[str, Any] = field(default_factory=dict)  # a search winner's img_size / epochs trained
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,6 +163,8 @@ class Registry:
             entry = dict(self.models.get(n, {}), **info, origin=origin)
             if isinstance(info.get("spec"), str):
                 entry["spec_path"] = os.path.join(base_dir, info["spec"])
+            if isinstance(info.get("checkpoint"), str):  # relative: beside this registry file (relocatable)
+                entry["checkpoint"] = os.path.join(base_dir, info["checkpoint"])
             self.models[n] = entry
         for dev, per_model in data.get("latency", {}).items():
             target = self.latency.setdefault(normalize_name(dev), {})
@@ -241,11 +245,16 @@ class Registry:
             crop_pct=info.get("crop_pct", 1.0), distilled=bool(info.get("distilled", False)),
             teacher=info.get("teacher"), family=info.get("family", "standard"), batch=batch,
             precision=e.get("precision"), engine=e.get("engine"), latency_kind=e.get("kind"),
-            latency_source=e.get("source"), source=info.get("source"), measurement=measured)
+            latency_source=e.get("source"), source=info.get("source"), measurement=measured,
+            proxy=bool(info.get("proxy", False)), training=dict(info.get("training") or {}))
 
     def query(self, max_latency_ms: Optional[float] = None, gpu: str = "gv100", min_top1: Optional[float] = None,
-              distilled: Optional[bool] = None, batch: int = 1, engine: Optional[str] = None) -> List[ModelCard]:
-        """Models with a latency entry on ``gpu`` that fit the budget: best top-1 first, then fastest."""
+              distilled: Optional[bool] = None, batch: int = 1, engine: Optional[str] = None,
+              include_proxy: bool = False) -> List[ModelCard]:
+        """Models with a latency entry on ``gpu`` that fit the budget: best top-1 first, then fastest.
+
+        Models whose top-1 comes from a proxy training (a search winner trained smaller or shorter
+        than its recipe) are not ranked next to full trainings unless ``include_proxy``."""
         d = self.resolve_device(gpu)
         if max_latency_ms is not None:
             positive(max_latency_ms, "max_latency_ms")
@@ -260,6 +269,8 @@ class Registry:
             if min_top1 is not None and (c.top1 is None or c.top1 < min_top1):
                 continue
             if distilled is not None and c.distilled != distilled:
+                continue
+            if c.proxy and not include_proxy:
                 continue
             cards.append(c)
         cards.sort(key=lambda c: (-(c.top1 if c.top1 is not None else float("-inf")), c.latency_ms))
@@ -296,9 +307,11 @@ def list_devices() -> List[str]:
 
 
 def query(max_latency_ms: Optional[float] = None, gpu: str = "gv100", min_top1: Optional[float] = None,
-          distilled: Optional[bool] = None, batch: int = 1, engine: Optional[str] = None) -> List[ModelCard]:
-    """Model cards that fit a latency budget on a device, best top-1 first (then fastest)."""
-    return get_registry().query(max_latency_ms, gpu, min_top1, distilled, batch, engine)
+          distilled: Optional[bool] = None, batch: int = 1, engine: Optional[str] = None,
+          include_proxy: bool = False) -> List[ModelCard]:
+    """Model cards that fit a latency budget on a device, best top-1 first (then fastest);
+    proxy-trained search winners only with ``include_proxy=True``."""
+    return get_registry().query(max_latency_ms, gpu, min_top1, distilled, batch, engine, include_proxy)
 
 
 def update_user_registry(change: Callable[[Dict[str, Any]], None], path: Optional[str] = None) -> str:

@@ -2,8 +2,9 @@
 (``ray.cluster_utils.Cluster``), each declaring two GPUs so Ray assigns GPU ids (no physical GPU is
 needed for the assignment). The search runs as users run it: ``gpunet search run --address``.
 
-Checked: every trial got exactly one GPU id of its node and concurrent trials on one node got
-disjoint ids; a worker node removed mid-search costs nothing: exactly ``--budget`` journal lines,
+Checked: a search of every latency group (``--group all``) ends with exactly ``--budget`` lines
+per group; every trial got exactly one GPU id of its node and concurrent trials on one node got
+disjoint ids; a worker node removed mid-search costs nothing: exactly the budget in journal lines,
 no candidate twice, nothing ran on the removed node afterwards.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from gpunet.search.engine.journal import Journal
+from search_pools import grouped_pool
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -48,11 +50,12 @@ def cluster(monkeypatch):
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> str:
+    """64 networks in two latency groups."""
     from gpunet.cli import main
 
     path = tmp_path_factory.mktemp("pool") / "pool.npz"
     assert main(["sample", "--space", "small", "--n", "64", "--out", str(path), "--json"]) == 0
-    return str(path)
+    return grouped_pool(str(path), str(path.parent / "groups.npz"), 2)
 
 
 def _lines(out):
@@ -63,13 +66,13 @@ def _overlap(a, b) -> bool:
     return a["started"] < b["ended"] and b["started"] < a["ended"]
 
 
-def test_trials_use_their_own_gpus_and_a_lost_node_costs_nothing(cluster, pool, tmp_path):
+def test_every_group_on_a_cluster_trials_use_their_own_gpus_and_a_lost_node_costs_nothing(cluster, pool, tmp_path):
     out = str(tmp_path / "search")
     log = open(tmp_path / "head.log", "w+")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), RAY_TMPDIR=cluster.tmp)
     head = subprocess.Popen(
         [sys.executable, "-m", "gpunet", "search", "run", "--pool", pool, "--evaluator", "synthetic",
-         "--algorithm", "random", "--budget", "12", "--workers", "4", "--gpus-per-trial", "1",
+         "--algorithm", "random", "--group", "all", "--budget", "6", "--workers", "4", "--gpus-per-trial", "1",
          "--eval-seconds", "3", "--max-retries", "3", "--address", cluster.address, "--out", out, "--json"],
         env=env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
     try:
@@ -90,6 +93,7 @@ def test_trials_use_their_own_gpus_and_a_lost_node_costs_nothing(cluster, pool, 
     recs = _lines(out)
     ids = [r["candidate_id"] for r in recs]
     assert len(recs) == 12 == status["completed"] and len(set(ids)) == 12
+    assert sorted(r["group"] for r in recs) == [0] * 6 + [1] * 6  # --budget per group
     nodes = {r["node"] for r in recs}
     assert len(nodes) >= 2
     for r in recs:

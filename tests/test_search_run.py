@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from gpunet.search.engine.journal import Journal, candidate_id
+from search_pools import grouped_pool
 from gpunet.search.engine.driver import SearchDriver, SearchRunError, SearchSettings, run_search, search_status
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,17 +38,8 @@ def pool(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def pool_lat(pool, tmp_path_factory) -> str:
-    """The same pool with per-network latencies and two latency groups, as `gpunet sample --lut` writes
-    them (the numbers here are a made-up function of the vector: what matters is the selection)."""
-    with np.load(pool) as z:
-        data = {k: z[k] for k in z.files}
-    v = data["vectors"]
-    lat = 0.5 + v[:, 0] / 64.0 + v.sum(axis=1) / 4000.0
-    edges = np.array([lat.min(), np.median(lat), np.nextafter(lat.max(), np.inf)])
-    data.update(latency_ms=lat, labels=np.searchsorted(edges, lat, side="right") - 1, edges_ms=edges)
-    path = tmp_path_factory.mktemp("pool_lat") / "pool_lat.npz"
-    np.savez_compressed(path, **data)
-    return str(path)
+    """The same pool with per-network latencies and two latency groups, as `gpunet sample --lut` writes them."""
+    return grouped_pool(pool, str(tmp_path_factory.mktemp("pool_lat") / "pool_lat.npz"), 2)
 
 
 def _env(**extra):
@@ -288,7 +280,7 @@ def digits(tmp_path_factory):
     pytest.importorskip("sklearn")
     from test_train import make_digits
 
-    return make_digits(tmp_path_factory.mktemp("digits"), n_train=30, n_val=10)
+    return make_digits(tmp_path_factory.mktemp("digits"), n_train=30, n_val=10, n_test=6)
 
 
 @pytest.mark.slow
@@ -311,24 +303,32 @@ def test_training_search_on_ray_exports_a_winner_that_reproduces_its_top1(pool_l
     assert exp.returncode == 0, exp.stderr[-3000:]
     row = json.loads(exp.stdout.strip().splitlines()[-1])["models"][0]
     import gpunet
-
-    cards = gpunet.query(gpu="test-cpu")
-    assert [c.name for c in cards] == [row["name"]] and cards[0].top1 == pytest.approx(best["value"], abs=1e-4)
-    assert cards[0].latency_kind == "measured" and cards[0].latency_ms > 0 and cards[0].resolution == 32
-    model = gpunet.get_model(row["name"])
     import torch
 
+    assert gpunet.query(gpu="test-cpu") == []  # a 2-epoch, 32 px training is a proxy: not ranked by default
+    cards = gpunet.query(gpu="test-cpu", include_proxy=True)
+    assert [c.name for c in cards] == [row["name"]] and cards[0].top1 == pytest.approx(best["value"], abs=1e-4)
+    from gpunet.search.space import SearchSpace
+
+    searched = SearchSpace.from_dict(json.loads(Path(out, "space.json").read_text())).decode(
+        best["vector"]).resolution
+    assert cards[0].latency_kind == "measured" and cards[0].latency_ms > 0 and cards[0].resolution == searched
+    assert cards[0].proxy and cards[0].training["img_size"] == 32 and cards[0].training["epochs"] == 2
     ck = torch.load(best["checkpoint"], map_location="cpu", weights_only=True)
+    shutil.move(out, str(tmp_path / "moved"))  # the entry holds its own copy of the weights
+    model = gpunet.get_model(row["name"])
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in ck["state_dict"].items())
+    assert model.spec.resolution == searched
     ev = subprocess.run([sys.executable, "-m", "gpunet", "eval", "--model", row["name"], "--data-dir", str(digits),
-                         "-j", "0", "--json"], env=_env(), capture_output=True, text=True)
+                         "--img-size", "32", "-j", "0", "--json"], env=_env(), capture_output=True, text=True)
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert json.loads(ev.stdout.strip().splitlines()[-1])["top1"] == pytest.approx(best["value"], abs=1e-6)
+    shutil.move(str(tmp_path / "moved"), out)
     # --no-measure: the pool's table estimate, marked as such
     from gpunet.cli import main
 
     assert main(["search", "export", out, "--top", "2", "--device", "test-est", "--no-measure", "--json"]) == 0
-    est = gpunet.query(gpu="test-est")
+    est = gpunet.query(gpu="test-est", include_proxy=True)
     assert len(est) == 2 and all(c.latency_kind == "estimated" for c in est)
     assert sorted(c.latency_ms for c in est) == pytest.approx(sorted(r["latency_ms"] for r in recs))
     assert main(["search", "export", out, "--device", "gv100"]) == 1  # published figures are not overwritten

@@ -19,6 +19,7 @@ from gpunet.search.engine.driver import (SearchDriver, SearchInterrupted, Search
                                          run_search, search_status)
 from gpunet.search.engine.evaluators import SyntheticEvaluator, synthetic_value
 from gpunet.search.engine.journal import Journal, candidate_id
+from search_pools import grouped_pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,15 +36,7 @@ def pool(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def pool_groups(pool, tmp_path_factory) -> str:
     """The pool with made-up per-network latencies in three groups (what matters is the selection)."""
-    with np.load(pool) as z:
-        data = {k: z[k] for k in z.files}
-    lat = 0.5 + data["vectors"][:, 0] / 64.0 + data["vectors"].sum(axis=1) / 4000.0
-    edges = np.quantile(lat, [0.0, 1 / 3, 2 / 3, 1.0])
-    edges[-1] = np.nextafter(edges[-1], np.inf)
-    data.update(latency_ms=lat, labels=np.searchsorted(edges, lat, side="right") - 1, edges_ms=edges)
-    path = tmp_path_factory.mktemp("pool_groups") / "pool_groups.npz"
-    np.savez_compressed(path, **data)
-    return str(path)
+    return grouped_pool(pool, str(tmp_path_factory.mktemp("pool_groups") / "pool_groups.npz"), 3)
 
 
 def _lines(out, name="results.jsonl"):

@@ -33,8 +33,9 @@ FAST_FLAGS = ["--model", "gpunet-0", "--img-size", "32", "-b", "16", "-j", "0", 
               "--recipe", "finetune", "--log-interval", "0"]
 
 
-def make_digits(root: Path, n_train: int, n_val: int, size: int = 32) -> Path:
-    """digits (8x8, 16 grey levels) upscaled to ``size`` px RGB PNGs in train/ and val/ folders."""
+def make_digits(root: Path, n_train: int, n_val: int, size: int = 32, n_test: int = 0) -> Path:
+    """digits (8x8, 16 grey levels) upscaled to ``size`` px RGB PNGs in train/ and val/ folders
+    (and ``n_test`` per class in test/, images neither of the others holds)."""
     import numpy as np
     from PIL import Image
 
@@ -46,9 +47,9 @@ def make_digits(root: Path, n_train: int, n_val: int, size: int = 32) -> Path:
     for j in range(len(d.images)):
         c = int(d.target[j])
         k = counts[c] = counts.get(c, 0) + 1
-        if k > n_train + n_val:
+        if k > n_train + n_val + n_test:
             continue
-        split = "train" if k <= n_train else "val"
+        split = "train" if k <= n_train else "val" if k <= n_train + n_val else "test"
         img = Image.fromarray((d.images[j] / 16.0 * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
         folder = root / split / str(c)
         folder.mkdir(parents=True, exist_ok=True)

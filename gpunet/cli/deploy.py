@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--logx", action="store_true", help="log-scale latency axis")
     p.add_argument("--title", default=None)
+    p.add_argument("--search", action="store_true",
+                   help="also draw the search winners tiered on each device (gpunet search export --pareto)")
     p.set_defaults(handler=cmd_plot)
 
 
@@ -183,7 +185,8 @@ def cmd_bench(args) -> int:
 def cmd_plot(args) -> int:
     from gpunet.plot import plot_pareto
 
-    out = plot_pareto(args.gpu or ["gv100"], args.out, batch=args.batch, logx=args.logx, title=args.title)
+    out = plot_pareto(args.gpu or ["gv100"], args.out, batch=args.batch, logx=args.logx, title=args.title,
+                      search=args.search)
     print(f"wrote {out}")
     return 0
 

@@ -323,6 +323,12 @@ def _register_search(subparsers) -> None:
     e.add_argument("--no-measure", action="store_true", help="use the pool's table estimate (kind: estimated)")
     e.add_argument("--prefix", help="model name prefix (default: search-<folder name>)")
     e.add_argument("--iters", type=int, default=50)
+    e.add_argument("--pareto", action="store_true",
+                   help="export each latency group's best (a search run with --group all or a list): the front")
+    e.add_argument("--test-dir", help="measure the exported top-1 on this split (class folders, or DIR/test), "
+                                      "one the search never selected on")
+    e.add_argument("--force", action="store_true",
+                   help="export although --device is not the device the pool's latency table was measured on")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=_search_export)
 
@@ -424,12 +430,19 @@ def _search_export(args) -> int:
     from gpunet.search.engine.winners import export_winners
 
     rows = export_winners(args.dir, top=args.top, device=args.device, backend=args.backend,
-                          measure=not args.no_measure, prefix=args.prefix, iters=args.iters)
+                          measure=not args.no_measure, prefix=args.prefix, iters=args.iters, pareto=args.pareto,
+                          test_dir=args.test_dir, force=args.force)
+    for r in rows:
+        if r["in_group"] is False:
+            lo, hi = r["group_range_ms"]
+            print(f"gpunet search export: warning: {r['name']} (group {r['group']}) measures {r['latency_ms']:.4g} ms "
+                  f"on {r['device']}, outside its group's {lo:.4g}-{hi:.4g} ms", file=sys.stderr)
     if args.json:
         print(json.dumps({"models": rows}))
         return 0
-    print(format_table([[r["name"], f"{r['top1']:.2f}", r["dataset"], f"{r['latency_ms']:.4g}", r["latency_kind"],
-                         r["checkpoint"]] for r in rows], ["model", "top-1", "dataset", "latency ms", "kind",
-                                                          "checkpoint"]))
+    print(format_table([[r["name"], "-" if r["group"] is None else r["group"], f"{r['top1']:.2f}",
+                         f"{r['dataset']} {r['top1_split'].split(' ')[0]}", "yes" if r["proxy"] else "no",
+                         f"{r['latency_ms']:.4g}", r["latency_kind"]] for r in rows],
+                       ["model", "group", "top-1", "measured on", "proxy", "latency ms", "kind"]))
     return 0
 

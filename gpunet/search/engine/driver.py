@@ -37,11 +37,12 @@ from ..pool import Pool
 from .journal import INFRA_NAME, JOURNAL_NAME, Journal, candidate_id
 
 __all__ = ["SearchSettings", "SearchRunError", "SearchInterrupted", "SearchDriver", "Candidate", "load_candidates",
-           "candidate_groups", "read_settings", "run_search", "search_status", "ALGORITHMS", "SCHEDULERS"]
+           "candidate_groups", "read_settings", "read_pool_facts", "run_search", "search_status", "ALGORITHMS", "SCHEDULERS"]
 
 ALGORITHMS = {"lamcts": "LaMCTS", "tpe": "TPESearch", "random": "RandomSearch"}
 SCHEDULERS = ("asha",)
 SETTINGS_NAME, STATE_NAME, SPACE_NAME = "search.json", "state.json", "space.json"
+POOL_FACTS_NAME = "pool.json"  # how the pool's latencies were made, and its groups: what export checks
 # settings that define the search: a resume must repeat them
 _IDENTITY = ("pool_sha256", "group", "latency_ms", "evaluator", "evaluator_options", "algorithm", "budget", "seed",
              "scheduler")
@@ -273,10 +274,21 @@ class SearchDriver:
         os.makedirs(os.path.join(self.out, "trials"), exist_ok=True)
         atomic_write_text(settings_path, json.dumps(self.settings.to_dict(), indent=1) + "\n")
         atomic_write_text(os.path.join(self.out, SPACE_NAME), self.space_json + "\n")
+        atomic_write_text(os.path.join(self.out, POOL_FACTS_NAME), json.dumps(self._pool_facts(), indent=1) + "\n")
         if resume:
             self._load_state()
         self._replay_journal()
         self._save_state()
+
+    def _pool_facts(self) -> Dict[str, Any]:
+        """The table's device / backend / batch / precision and each searched group's latency range."""
+        first = next(iter(self.lanes.values())).pool
+        edges = first.edges_ms
+        ranges = {str(g): [float(edges[g]), float(edges[g + 1])] for g in self.lanes
+                  if g is not None and np.isfinite(edges).all()}
+        source = {k: (v.item() if hasattr(v, "item") else v) for k, v in first.source.items()}
+        return {"source": source, "edges_ms": [float(e) for e in edges], "group_ranges_ms": ranges,
+                "latency_ms": self.settings.latency_ms}
 
     def _check_same_run(self, settings_path: str) -> None:
         with open(settings_path, encoding="utf-8") as f:
@@ -411,7 +423,7 @@ def _journal_record(c: Candidate, result: Dict[str, Any], trial_id: str, seconds
     rec = {"trial_id": trial_id, "candidate_id": c.candidate_id, "vector": c.vector,
            "value": None if value is None else float(value), "latency_ms": c.latency_ms,
            "seconds": round(float(seconds), 3)}
-    if by_groups:
+    if by_groups or c.group is not None:
         rec["group"] = c.group
     if value is None:
         rec["error"] = str(result.get("error") or "evaluation failed")
@@ -496,6 +508,15 @@ def _run_local(driver: SearchDriver, evaluator) -> None:
             result = {**result, "retries": attempt, "started": round(t0, 3)}
             driver.complete(c, result, f"local-{c.candidate_id}", time.time() - t0)
             break
+
+
+def read_pool_facts(out: str) -> Dict[str, Any]:
+    """What the search in ``out`` recorded of its pool (``pool.json``; empty for runs made before it)."""
+    path = os.path.join(out, POOL_FACTS_NAME)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def read_settings(out: str) -> Dict[str, Any]:

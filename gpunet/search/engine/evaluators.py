@@ -255,7 +255,15 @@ class TrainEvaluator:
                 "stopped_early": result.stopped_early, "img_size": ck.get("img_size"),
                 "num_classes": ck.get("num_classes"), "crop_pct": cfg.crop_pct, "interpolation": cfg.interpolation,
                 "dataset": os.path.basename(self.data_dir.rstrip(os.sep)), "data_dir": self.data_dir,
+                "recipe": cfg.recipe, "recipe_epochs": _recipe_epochs(cfg.recipe),
                 "train_seconds": round(seconds, 3), "resumed_from": resumed_from}
+
+
+def _recipe_epochs(recipe: Optional[str]) -> int:
+    """The full training's length: the named recipe's epochs, else the paper's (the hub's figures)."""
+    from ...train.recipes import RECIPES
+
+    return int(RECIPES[recipe or "paper"]["epochs"])
 
 
 def _restore(out: str, restore_dir: Optional[str]) -> Optional[int]:
