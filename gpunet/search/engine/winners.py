@@ -30,7 +30,7 @@ from .driver import SPACE_NAME, SearchRunError, read_pool_facts, read_settings
 
 __all__ = ["export_winners", "WINNERS_DIR"]
 
-WINNERS_DIR = "winners"  # beside the user registry: winners/<model>/<checkpoint file>
+WINNERS_DIR = "models"  # beside the user registry: models/<model>/<checkpoint file>
 _ESTIMATE_SOURCE = "the search pool's latency-table estimate (gpunet sample --lut)"
 _ESTIMATE_DEVICE_SOURCE = "gpunet search export --no-measure (table estimates)"
 
