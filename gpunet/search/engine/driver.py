@@ -202,9 +202,13 @@ def check_settings(settings: SearchSettings) -> None:
                 or settings.reduction_factor < 2:
             raise argument_error("reduction_factor", f"reduction_factor must be an int >= 2, got "
                                                      f"{settings.reduction_factor!r}", SearchRunError)
-    if settings.gpus_per_trial is not None and settings.gpus_per_trial < 0:
-        raise argument_error("gpus_per_trial", f"gpus_per_trial must be >= 0, got {settings.gpus_per_trial}",
-                             SearchRunError)
+    gpus = settings.gpus_per_trial
+    if gpus is not None and gpus < 0:
+        raise argument_error("gpus_per_trial", f"gpus_per_trial must be >= 0, got {gpus}", SearchRunError)
+    if gpus is not None and settings.workers_per_trial > 1 and gpus != int(gpus):
+        raise argument_error("gpus_per_trial", f"gpus_per_trial {gpus:g} with workers_per_trial "
+                                               f"{settings.workers_per_trial}: each data-parallel worker needs whole "
+                                               f"GPUs of its own (NCCL), e.g. 1", SearchRunError)
     if settings.address and settings.address.startswith("ray://"):
         raise argument_error("address", f"address {settings.address}: Ray Client (ray://) is not supported: the "
                                         f"search's driver writes its journal where the command runs, so run "

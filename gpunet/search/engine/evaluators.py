@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..._checks import argument_error, non_negative, one_of, positive_int
 
@@ -301,15 +301,28 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError)
 
 
+def _resume_files(last: str) -> List[str]:
+    """``last.pth.tar``, plus ``best.pth.tar`` beside it when that is not newer than ``last``."""
+    from ...train.trainer import BEST_CHECKPOINT
+
+    best = os.path.join(os.path.dirname(last), BEST_CHECKPOINT)
+    if os.path.exists(best) and os.stat(best).st_mtime_ns <= os.stat(last).st_mtime_ns:
+        return [last, best]
+    return [last]
+
+
 def _epoch_reporter(report: Report, workdir: str, last: str):
     """The trainer's per-epoch callback: report top-1 with the checkpoint a retry resumes from."""
 
     def per_epoch(stats) -> bool:
-        # last.pth.tar still holds the previous epoch here; it is the point a retry resumes from
+        # last.pth.tar still holds the previous epoch here; it is the point a retry resumes from.
+        # best.pth.tar travels with it when it is not newer (a retry on another node that never beats
+        # it still has its weights; a best of this very epoch is rewritten by the retry's rerun)
         ck = None
         if os.path.exists(last):
             ck = tempfile.mkdtemp(dir=workdir, prefix=".report-")
-            shutil.copy2(last, os.path.join(ck, os.path.basename(last)))
+            for path in _resume_files(last):
+                shutil.copy2(path, os.path.join(ck, os.path.basename(path)))
         try:
             report({"epoch": stats.epoch + 1, "top1": stats.metric, "value": stats.best_metric}, ck)
         finally:

@@ -9,8 +9,8 @@
   ``ConcurrencyLimiter(max_concurrent=workers)``, ``tune.with_resources`` per trial,
   ``FailureConfig(max_failures)`` so a trial whose worker died is retried from the checkpoint it
   last passed to ``tune.report``, ``ASHAScheduler`` with ``scheduler="asha"``. Each trial trains
-  on exactly the GPUs Ray assigned it (:func:`_placement`), or data-parallel on a Ray Train
-  worker group (``workers_per_trial > 1``).
+  on exactly the GPUs Ray assigned it (:func:`_placement`), or data-parallel on one Ray actor
+  per rank in the trial's placement group (``workers_per_trial > 1``, :mod:`.data_parallel`).
 
 This module imports Ray at its top: only ``driver.run_search(engine="ray")`` imports it (inside
 the function), so ``import gpunet`` / ``gpunet.search`` / ``gpunet.search.engine`` stay free of Ray.
@@ -35,7 +35,7 @@ from ..._io import atomic_write_text
 __all__ = ["AskTellSearcher", "JournalSearcher", "run_ray", "make_searcher"]
 
 # what a trial's final report may carry into the journal
-_PLACEMENT_KEYS = ("node", "hostname", "gpu_ids", "started", "workers", "retries")
+_PLACEMENT_KEYS = ("node", "hostname", "gpu_ids", "started", "workers", "world_size", "retries")
 _RESULT_KEYS = ("value", "error", "error_kind", "checkpoint", "best_epoch", "epochs", "stopped_early", "img_size",
                 "num_classes", "crop_pct", "interpolation", "dataset", "data_dir", "train_seconds", "resumed_from",
                 "retries", "world_size") + _PLACEMENT_KEYS
@@ -204,7 +204,8 @@ def _trial(config: Dict[str, Any], evaluator=None, parallel: Optional[Dict[str, 
     """The Tune trainable: evaluate one candidate, reporting (and checkpointing) every epoch.
 
     ``parallel`` (``num_workers``, ``use_gpu``, per-worker resources): the candidate trains
-    data-parallel on a Ray Train worker group started from here (:mod:`.data_parallel`).
+    data-parallel on one Ray actor per rank started from here, in this trial's placement group
+    (:mod:`.data_parallel`); this process only coordinates them and reports.
     """
     placement = {**_placement(), "retries": _count_attempt(config["workdir"]) - 1}
     report = _epoch_reporter(placement)
@@ -276,12 +277,17 @@ def _scheduler(settings, evaluator, stopped: set):
 
 
 def _resources(settings, gpus: float):
-    """What Tune reserves per trial: the trial itself, or (data-parallel) a coordinator + its workers."""
+    """What Tune reserves per trial: the trial itself, or (data-parallel) a placement group of an
+    empty bundle for the coordinator and one bundle per worker, all on one node; and the options
+    of :func:`~gpunet.search.engine.data_parallel.evaluate_data_parallel` (None: not data-parallel)."""
     if settings.workers_per_trial <= 1:
         return {"cpu": settings.cpus_per_trial, "gpu": gpus}, None
+    from .data_parallel import STRATEGY, worker_bundle
+
     parallel = {"num_workers": settings.workers_per_trial, "use_gpu": gpus > 0,
                 "cpus_per_worker": settings.cpus_per_trial, "gpus_per_worker": gpus}
-    return {"cpu": 0}, parallel
+    bundle = worker_bundle(settings.cpus_per_trial, gpus)
+    return tune.PlacementGroupFactory([{}] + [bundle] * settings.workers_per_trial, strategy=STRATEGY), parallel
 
 
 def _make_tuner(driver, evaluator) -> tune.Tuner:
