@@ -161,7 +161,7 @@ def test_lamcts_tree_splits_into_a_better_region(pool):
     vals = objective(pool)
     for r in range(0, 400, 5):                       # 80 told rows spread over the pool
         algo.tell(pool[r], float(vals[r]))
-    rows, y = algo._samples()
+    rows, y, _, _ = algo._samples()
     root = algo._build_tree(algo.unit[rows], y, seed=0)
     assert root.svm is not None and len(root.children) == 2
     good, bad = root.children
@@ -169,10 +169,75 @@ def test_lamcts_tree_splits_into_a_better_region(pool):
     assert len(good.rows) + len(bad.rows) == len(y)
     # unsplittable: fewer samples than leaf_size means a single leaf
     assert not algo._build_tree(algo.unit[rows[:8]], y[:8], seed=0).children
-    # failures are imputed as the worst value seen, never as best
+    # a failure is imputed at the robust floor, below every other modelled value, never as best
     x = algo.ask()
     algo.tell(x, None)
-    assert algo._samples()[1][-1] == y.min() and algo.best()[1] == vals[::5].max()
+    y_now = algo._samples()[1]
+    assert y_now[-1] == y_now.min() and y_now[-1] < vals[::5].min() and algo.best()[1] == vals[::5].max()
+
+
+def test_lamcts_scale_ignores_a_failure_and_a_diverged_run():
+    from gpunet.search.engine.algorithms.lamcts import model_values, robust_floor, robust_scale
+
+    clean = np.linspace(70.0, 78.0, 30)                      # top-1 of typical candidates
+    told = np.concatenate([clean, [0.1, np.nan]])            # + one run stuck at chance, one failure
+    s_clean, s = robust_scale(clean), robust_scale(told)
+    assert s_clean / 2 <= s <= 2 * s_clean, (s, s_clean)
+    assert np.nanmax(told) - np.nanmin(told) > 8 * s_clean   # best - worst, the old scale, is not
+    floor = robust_floor(told)
+    y = model_values(told)
+    assert y[-1] == y[-2] == floor, "the failure and the diverged run sit at the same floor"
+    assert 0 < clean.min() - floor <= 2 * s, "the floor is just below the bad cluster, not at chance"
+    np.testing.assert_array_equal(y[:30], clean)
+    # ties: the spread above the tied values, then 1.0, never zero
+    assert robust_scale([5.0] * 20 + [6.0]) == 1.0 and robust_scale([5.0] * 20) == 1.0
+    assert robust_scale([3.0]) == 1.0 and robust_scale([5.0] * 20 + [7.0]) == 2.0
+    # the LaMCTS models see exactly these values
+    pool = SearchSpace().sample(64, seed=1)
+    algo = search.LaMCTS(pool, seed=0)
+    for x, v in zip(pool, told):
+        algo.tell(x, None if np.isnan(v) else float(v))
+    _, y_model, scale, floor_model = algo._samples()
+    np.testing.assert_array_equal(y_model, y)
+    assert scale == s and floor_model == floor
+    # ... and the GP trains on the typical values only: not on the failure or the run at chance
+    assert sorted(algo._gp_rows(y_model, np.arange(5), floor)) == list(range(30))
+
+
+def test_tpe_tells_failures_as_fail_trials_never_as_values(pool):
+    algo = make("TPESearch", pool)
+    for k, x in enumerate(algo.ask(8)):
+        algo.tell(x, None if k == 0 else 0.1 if k == 1 else 70.0 + k)
+    trials = algo._trials(algo._distributions())           # what the study TPE samples from holds
+    states = [t.state.name for t in trials]
+    values = [t.value for t in trials if t.state.name == "COMPLETE"]
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") == 7
+    assert min(values) == 0.1 and max(values) == 77.0
+
+
+def test_lamcts_filters_every_untold_row_before_subsampling():
+    # 9000 rows: more than the probe LaMCTS measures its cuts on, so the cascade itself is tested
+    n, step = 9000, 75
+    pool = SearchSpace().sample(n, seed=7)
+    vals = objective(pool)
+    # two levels deep the leaf's region is about a twentieth of the pool: more than 50 rows,
+    # where filtering a 50-row subsample would have left two or three
+    algo = search.LaMCTS(pool, seed=0, leaf_size=10, max_depth=2, max_candidates=50)
+    for r in range(0, n, step):                              # 120 told rows spread over the pool
+        algo.tell(pool[r], float(vals[r]))
+    trees = []
+    build = algo._build_tree
+    algo._build_tree = lambda *a: trees.append(build(*a)) or trees[-1]
+    x = algo.ask()
+    # the leaf's region recomputed with scikit-learn's own predict over ALL rows untold at the ask
+    region, node = np.setdiff1d(np.arange(n), np.arange(0, n, step)), trees[0]
+    for k in algo.last_path:
+        inside = node.svm.predict(algo.unit[region]).astype(bool)
+        region, node = region[inside if k == 0 else ~inside], node.children[k]
+    assert len(algo.last_path) >= 1, "the tree split, so the region is a part of the pool"
+    assert algo.last_region_size == len(region) > algo.options["max_candidates"], len(region)
+    assert len(region) < n / 4
+    assert algo.row_index(x) in set(region.tolist()), "the proposal lies on the path's sides"
 
 
 def test_lamcts_beats_random_on_a_smooth_objective():

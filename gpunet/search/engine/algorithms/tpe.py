@@ -23,7 +23,10 @@ class TPESearch(SearchAlgorithm):
 
     Defaults: ``n_startup_trials=10`` (random first), ``multivariate=True`` (joint Parzen
     estimator: genes interact), ``constant_liar=True`` (rows in flight count as bad, so parallel
-    asks spread). Failed rows are told to Optuna as ``FAIL`` trials, which TPE does not model.
+    asks spread). Failed rows are told to Optuna as ``FAIL`` trials, which TPE does not model (no
+    value is imputed, so a failure is never told as a huge or a made-up value); a diverged run's
+    value is told as it is, which is safe because TPE splits the trials by rank (the best
+    ``gamma(n)`` against the rest), so one value at chance is just one more bad trial.
     The study is rebuilt from the told rows at each ask, with a sampler seeded from this
     algorithm's random stream, so a reloaded state gives the same next ask.
     """
@@ -50,9 +53,28 @@ class TPESearch(SearchAlgorithm):
     def _params(self, row: int) -> Dict[str, int]:
         return {f"g{j}": int(v) for j, v in zip(self._genes, self._levels[row])}
 
+    def _trials(self, dists):
+        """The study's history: told rows as COMPLETE (value as told) or FAIL, rows in flight RUNNING.
+
+        A failure is never given a made-up value: TPE leaves FAIL trials out of its model, so a
+        failure can neither rank as good nor stretch anything. A diverged run (a real value far
+        below the rest) is an ordinary COMPLETE trial: TPE only ranks values (the best few vs the
+        rest), so it lands among the bad ones however far down it is.
+        """
+        from optuna.trial import TrialState, create_trial
+
+        trials = []
+        for row, value in self._told:
+            if value is None:
+                trials.append(create_trial(params=self._params(row), distributions=dists, state=TrialState.FAIL))
+            else:
+                trials.append(create_trial(params=self._params(row), distributions=dists, value=value))
+        for row in self._pending:
+            trials.append(create_trial(params=self._params(row), distributions=dists, state=TrialState.RUNNING))
+        return trials
+
     def _propose(self, n: int, available: np.ndarray) -> np.ndarray:
         import optuna
-        from optuna.trial import TrialState, create_trial
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         dists = self._distributions()
@@ -60,15 +82,7 @@ class TPESearch(SearchAlgorithm):
             warnings.simplefilter("ignore")  # ExperimentalWarning for multivariate / constant_liar
             sampler = optuna.samplers.TPESampler(seed=int(self.rng.integers(2 ** 31 - 1)), **self.options)
             study = optuna.create_study(direction="maximize", sampler=sampler)
-            trials = []
-            for row, value in self._told:
-                if value is None:
-                    trials.append(create_trial(params=self._params(row), distributions=dists, state=TrialState.FAIL))
-                else:
-                    trials.append(create_trial(params=self._params(row), distributions=dists, value=value))
-            for row in self._pending:
-                trials.append(create_trial(params=self._params(row), distributions=dists, state=TrialState.RUNNING))
-            study.add_trials(trials)
+            study.add_trials(self._trials(dists))
             free = np.ones(len(available), dtype=bool)
             picks = []
             for _ in range(n):
