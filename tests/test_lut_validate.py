@@ -16,6 +16,16 @@ from gpunet.search.lut import LatencyTable, network_blocks, spec_blocks
 from gpunet.search.lut.validate import plot_validation, validate_lut
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """These are tests of logic: the machine's real load average must not decide whether a run
+    counts as busy (a busy run is left out of later fits). The busy rule itself is tested on its
+    own (``busy_reasons`` below)."""
+    import gpunet.search.lut.validate as validate
+
+    monkeypatch.setattr(validate, "load_average", lambda: 0.0)
+
+
 def _tiny():
     small = SearchSpace.small()
     return SearchSpace(stages=small.stages, resolutions=(32,), tail_channels=64, num_classes=10, name="tiny")
