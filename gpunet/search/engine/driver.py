@@ -385,7 +385,7 @@ class SearchDriver:
     def complete(self, c: Candidate, result: Dict[str, Any], trial_id: str, seconds: float) -> bool:
         """Journal the result (first), then tell the algorithm. False if it was already journaled."""
         lane = self._leave(c)
-        rec = _journal_record(c, result, trial_id, seconds, self.settings.by_groups)
+        rec = _journal_record(c, result, trial_id, seconds)
         written = self.journal.append(rec)
         if written:
             lane.completed += 1
@@ -397,8 +397,7 @@ class SearchDriver:
     def release(self, c: Candidate, result: Dict[str, Any], trial_id: str, seconds: float) -> None:
         """An infrastructure failure after its retries: noted apart, the row goes back to the pool."""
         lane = self._leave(c)
-        rec = _journal_record(c, {**result, "value": None, "error_kind": "infrastructure"}, trial_id, seconds,
-                              self.settings.by_groups)
+        rec = _journal_record(c, {**result, "value": None, "error_kind": "infrastructure"}, trial_id, seconds)
         self.infra_journal.append(rec)
         self.infra_failures += 1
         lane.algo.release(np.asarray(c.vector))
@@ -420,14 +419,13 @@ class SearchDriver:
                        self.infra_failures})
 
 
-def _journal_record(c: Candidate, result: Dict[str, Any], trial_id: str, seconds: float,
-                    by_groups: bool) -> Dict[str, Any]:
+def _journal_record(c: Candidate, result: Dict[str, Any], trial_id: str, seconds: float) -> Dict[str, Any]:
     """One journal line: the candidate, its value (or why none), where and when it ran, its facts."""
     value = result.get("value")
     rec = {"trial_id": trial_id, "candidate_id": c.candidate_id, "vector": c.vector,
            "value": None if value is None else float(value), "latency_ms": c.latency_ms,
            "seconds": round(float(seconds), 3)}
-    if by_groups or c.group is not None:
+    if c.group is not None:  # every lane of a search by groups has one
         rec["group"] = c.group
     if value is None:
         rec["error"] = str(result.get("error") or "evaluation failed")
