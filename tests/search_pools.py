@@ -24,3 +24,11 @@ def grouped_pool(src: str, dest: str, groups: int, source: Optional[Dict[str, An
     data.update({k: np.array(v) for k, v in (source or {}).items()})
     np.savez_compressed(dest, **data)
     return dest
+
+
+def small_pool(dest: str, n: int) -> str:
+    """``gpunet sample --space small --n N --out dest``: a Sobol pool without latencies."""
+    from gpunet.cli import main
+
+    assert main(["sample", "--space", "small", "--n", str(n), "--out", dest, "--json"]) == 0
+    return dest

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from gpunet.search.engine.journal import Journal
-from search_pools import grouped_pool
+from search_pools import grouped_pool, small_pool
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -51,10 +51,8 @@ def cluster(monkeypatch):
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> str:
     """64 networks in two latency groups."""
-    from gpunet.cli import main
-
     path = tmp_path_factory.mktemp("pool") / "pool.npz"
-    assert main(["sample", "--space", "small", "--n", "64", "--out", str(path), "--json"]) == 0
+    small_pool(str(path), 64)
     return grouped_pool(str(path), str(path.parent / "groups.npz"), 2)
 
 

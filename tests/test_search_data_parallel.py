@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from search_pools import small_pool
+
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, N_VAL, BATCH = 16, 4, 16  # per class: 160 training images, 80 per rank
 FAST = ("batch_size: 16\nworkers: 0\naa: ''\nhflip: 0.0\nreprob: 0.0\ncolor_jitter: 0.0\n"
@@ -27,11 +29,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> str:
-    from gpunet.cli import main
-
-    path = tmp_path_factory.mktemp("pool") / "pool.npz"
-    assert main(["sample", "--space", "small", "--n", "32", "--out", str(path), "--json"]) == 0
-    return str(path)
+    return small_pool(str(tmp_path_factory.mktemp("pool") / "pool.npz"), 32)
 
 
 @pytest.fixture(scope="module")

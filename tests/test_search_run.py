@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from gpunet.search.engine.journal import Journal, candidate_id
-from search_pools import grouped_pool
+from search_pools import grouped_pool, small_pool
 from gpunet.search.engine.driver import SearchDriver, SearchRunError, SearchSettings, run_search, search_status
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,11 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> str:
-    from gpunet.cli import main
-
-    path = tmp_path_factory.mktemp("pool") / "pool.npz"
-    assert main(["sample", "--space", "small", "--n", "64", "--out", str(path), "--json"]) == 0
-    return str(path)
+    return small_pool(str(tmp_path_factory.mktemp("pool") / "pool.npz"), 64)
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,14 @@ from gpunet.search.engine.driver import (SearchDriver, SearchInterrupted, Search
                                          run_search, search_status)
 from gpunet.search.engine.evaluators import SyntheticEvaluator, synthetic_value
 from gpunet.search.engine.journal import Journal, candidate_id
-from search_pools import grouped_pool
+from search_pools import grouped_pool, small_pool
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> str:
-    from gpunet.cli import main
-
-    path = tmp_path_factory.mktemp("pool") / "pool.npz"
-    assert main(["sample", "--space", "small", "--n", "96", "--out", str(path), "--json"]) == 0
-    return str(path)
+    return small_pool(str(tmp_path_factory.mktemp("pool") / "pool.npz"), 96)
 
 
 @pytest.fixture(scope="module")
