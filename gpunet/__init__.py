@@ -4,6 +4,7 @@
     gpunet.query(max_latency_ms=1.0, gpu="gv100")      # model cards, best top-1 first
     model = gpunet.get_model("gpunet-1", gpu="gv100")   # nn.Module
     timm.create_model("gpunet_0")                      # registered on import
+    gpunet.save_pretrained(model, "out/")               # a folder timm reads: timm.create_model("local-dir:out/")
 
 Heavy, optional parts (export, TensorRT, search, training) load on first use.
 """
@@ -28,6 +29,7 @@ _LAZY = {
     "load_pretrained": ".weights", "fetch_weights": ".weights", "convert_to_safetensors": ".weights",
     "evaluate": ".train",
     "quantize": ".export.quantize",
+    "save_pretrained": ".folders", "push_folder": ".folders",
 }
 
 __all__ = [

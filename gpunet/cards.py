@@ -2,6 +2,8 @@
 
 ``write_cards("model_cards")`` regenerates ``model_cards/<name>.md`` (also ``gpunet cards``);
 ``stale_cards("model_cards")`` lists cards that differ from what the registry says now.
+``render_folder_card`` is the README.md of a model folder (:func:`gpunet.save_pretrained`): Hugging
+Face metadata (:func:`hf_metadata`) over the same card, or a spec's own for other networks.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from typing import Any, Dict, List, Optional
 from .registry import Registry, get_registry
 from .spec import NetworkSpec
 
-__all__ = ["stage_table", "model_summary", "render_card", "write_cards", "stale_cards"]
+__all__ = ["stage_table", "model_summary", "render_card", "write_cards", "stale_cards", "hf_metadata",
+           "render_folder_card", "HF_TAGS"]
 
 _KIND = {"head": "Conv", "head_large": "Conv x3", "conv": "Conv", "fused_irb": "Fused-IRB", "irb": "IRB",
          "tail": "Conv1x1 & Pool & FC"}
@@ -216,3 +219,100 @@ def stale_cards(out_dir: str, registry: Optional[Registry] = None) -> List[str]:
         if current != render_card(n, reg):
             stale.append(n)
     return stale
+
+
+# -- model folders (timm / Hugging Face): the README.md of `gpunet.save_pretrained` -----------------
+
+#: Hugging Face tags of every GPUNet folder
+HF_TAGS = ("image-classification", "timm", "gpunet")
+
+
+def _yaml_str(v: Any) -> str:
+    """A YAML scalar: JSON's quoting (valid YAML) unless the text is a plain token."""
+    import json
+    import re
+
+    text = str(v)
+    return text if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", text) else json.dumps(text)
+
+
+def hf_metadata(model_name: str, license: str = "apache-2.0", metrics: Optional[Dict[str, Any]] = None,
+                tags=HF_TAGS) -> List[str]:
+    """The Hugging Face metadata block (YAML between ``---`` lines) of a model folder's README.
+
+    ``metrics`` (``dataset``, ``dataset_name``, ``split``, ``top1``) adds ``datasets``, ``metrics``
+    and a ``model-index`` result naming the dataset; without it the card claims no accuracy.
+    """
+    lines = ["---", "library_name: timm", f"license: {_yaml_str(license)}", "pipeline_tag: image-classification",
+             "tags:"] + [f"- {_yaml_str(t)}" for t in tags]
+    if metrics and metrics.get("top1") is not None and metrics.get("dataset"):
+        m = metrics
+        lines += ["datasets:", f"- {_yaml_str(m['dataset'])}", "metrics:", "- accuracy", "model-index:",
+                  f"- name: {_yaml_str(model_name)}", "  results:", "  - task:", "      type: image-classification",
+                  "      name: Image Classification", "    dataset:",
+                  f"      name: {_yaml_str(m.get('dataset_name') or m['dataset'])}",
+                  f"      type: {_yaml_str(m['dataset'])}"]
+        if m.get("split"):
+            lines.append(f"      split: {_yaml_str(m['split'])}")
+        lines += ["    metrics:", "    - type: accuracy", f"      name: {_yaml_str(m.get('name') or 'top-1 accuracy')}",
+                  f"      value: {float(m['top1'])}"]
+    return lines + ["---", ""]
+
+
+def _folder_section(folder: Dict[str, Any]) -> List[str]:
+    """What this folder holds (classes, weights' provenance) and how to load it."""
+    where = folder.get("repo_id")
+    ref = f"hf-hub:{where}" if where else "local-dir:PATH/TO/THIS/FOLDER"
+    get = f"hf-hub:{where}" if where else "PATH/TO/THIS/FOLDER"
+    return [
+        "## This folder",
+        "",
+        "A timm model folder written by `gpunet.save_pretrained` (`config.json`, `model.safetensors`).",
+        "",
+        "| property | value |", "|---|---|",
+        f"| timm architecture | `{folder['architecture']}` |",
+        f"| classes | {folder['num_classes']} |",
+        f"| input channels | {folder['in_chans']} |",
+        f"| weights | {folder['weights']} |",
+        "",
+        *([folder["note"], ""] if folder.get("note") else []),
+        "```python",
+        "import gpunet, timm",
+        f"model = timm.create_model(\"{ref}\", pretrained=True)",
+        f"model = gpunet.get_model(\"{get}\")",
+        "```",
+        "",
+    ]
+
+
+def _spec_card(spec: NetworkSpec, folder: Dict[str, Any]) -> List[str]:
+    """The card of a network that is not a hub model: what the spec says, nothing claimed."""
+    s = dict(name=spec.name or "GPUNet", stages=stage_table(spec))
+    return [f"# {s['name']}", "",
+            "A GPUNet network (architecture family of *Searching the Deployable Convolution Neural Networks "
+            "for GPUs*, CVPR 2022) built by gpunet from its spec.", "",
+            "| property | value |", "|---|---|",
+            f"| parameters | {_fmt_int(folder.get('params'))} |",
+            f"| input resolution | {spec.resolution} x {spec.resolution} |",
+            f"| module family | {spec.family} |",
+            f"| spec fingerprint | `{spec.fingerprint()[:16]}` |",
+            *_card_architecture(s), "",
+            "## Evaluation transform", "",
+            f"Resize the short side to {round(spec.resolution / folder.get('crop_pct', 1.0))} px "
+            f"({folder.get('interpolation', 'bicubic')}), centre-crop {spec.resolution} px "
+            f"(crop_pct {folder.get('crop_pct', 1.0)}), ImageNet mean (0.485, 0.456, 0.406) / "
+            f"std (0.229, 0.224, 0.225).", ""]
+
+
+def render_folder_card(spec: NetworkSpec, folder: Dict[str, Any], hub_name: Optional[str] = None,
+                       registry: Optional[Registry] = None) -> str:
+    """README.md of a model folder: Hugging Face metadata (:func:`hf_metadata`), then the hub
+    model's card (:func:`render_card`, unchanged) or a spec's own, then what the folder holds.
+
+    ``folder``: ``architecture``, ``num_classes``, ``in_chans``, ``weights`` (one line of
+    provenance), ``license``, ``metrics`` (or None), ``params``, ``crop_pct``, ``interpolation``,
+    optionally ``repo_id``."""
+    name = hub_name or spec.name or "gpunet"
+    head = hf_metadata(name, folder.get("license") or "apache-2.0", folder.get("metrics"))
+    body = render_card(hub_name, registry).rstrip("\n").split("\n") + [""] if hub_name else _spec_card(spec, folder)
+    return "\n".join(head + body + _folder_section(folder))

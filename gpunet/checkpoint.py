@@ -19,7 +19,7 @@ from .spec import NetworkSpec
 from .errors import BadInputError
 
 __all__ = ["CheckpointError", "read_checkpoint", "extract_state_dict", "to_gpunet_state_dict",
-           "load_state_dict_checked", "load_checkpoint", "SAFE_GLOBALS"]
+           "load_state_dict_checked", "load_state_dict_into", "load_checkpoint", "SAFE_GLOBALS"]
 
 #: Non-tensor objects allowed while unpickling: timm's training checkpoints store ``args``.
 SAFE_GLOBALS = [argparse.Namespace]
@@ -108,12 +108,19 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], so
     model.load_state_dict(sd, strict=not skip_classifier)
 
 
+def load_state_dict_into(model: nn.Module, obj: Any, spec: Optional[NetworkSpec] = None,
+                         source: str = "state_dict") -> nn.Module:
+    """Load an in-memory checkpoint (a state_dict or a training checkpoint, our key names or
+    NVIDIA's) into ``model`` like :func:`load_checkpoint` loads a file."""
+    spec = spec or getattr(model, "spec")
+    sd = to_gpunet_state_dict(extract_state_dict(obj, source), spec, source)
+    ckpt_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else None
+    skip = ckpt_classes is not None and ckpt_classes != getattr(model, "num_classes", ckpt_classes)
+    load_state_dict_checked(model, sd, source=source, skip_classifier=skip)
+    return model
+
+
 def load_checkpoint(model: nn.Module, path: str, spec: Optional[NetworkSpec] = None) -> nn.Module:
     """Load ``path`` into ``model`` (a GPUNet). The classifier is skipped when the model was
     built with a different class count than the checkpoint's (fine-tuning)."""
-    spec = spec or getattr(model, "spec")
-    sd = to_gpunet_state_dict(extract_state_dict(read_checkpoint(path), path), spec, path)
-    ckpt_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else None
-    skip = ckpt_classes is not None and ckpt_classes != getattr(model, "num_classes", ckpt_classes)
-    load_state_dict_checked(model, sd, source=path, skip_classifier=skip)
-    return model
+    return load_state_dict_into(model, read_checkpoint(path), spec, path)

@@ -3,18 +3,20 @@ plus the NCHW input it takes, for everything downstream that runs a model (expor
 from __future__ import annotations
 
 import copy
+import functools
 import os
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
 from ._checks import positive_int
-from .model import GPUNet, build_model
-from .registry import get_registry
+from .model import NVIDIA_PROVENANCE, NVIDIA_TAG, GPUNet, build_model, gpunet_pretrained_cfg
+from .registry import Registry, get_registry, normalize_name
 from .nvidia import load_any
 from .spec import NetworkSpec
 
-__all__ = ["get_model", "load_spec", "wrap_features", "resolve_model_input", "RESOLUTION_MULTIPLE"]
+__all__ = ["get_model", "load_spec", "wrap_features", "resolve_model_input", "hub_pretrained_cfg",
+           "folder_location", "RESOLUTION_MULTIPLE"]
 
 #: every hub model's input side is a multiple of this (456 = 57 * 8); other sizes are refused
 #: so stride-2 layers see the same aligned grids the published latencies were measured on.
@@ -33,8 +35,61 @@ def _as_path(name: Any) -> Optional[str]:
     return None
 
 
+def folder_location(name: Any) -> Optional[str]:
+    """``"local-dir:DIR"`` / ``"hf-hub:ORG/NAME[@rev]"`` for a timm / Hugging Face model folder: a
+    name with one of timm's two prefixes, or an existing directory (a bare word that is also a hub
+    model name stays the hub model: ``./gpunet-0/`` or ``local-dir:gpunet-0`` names the folder)."""
+    if isinstance(name, str) and name.startswith(("hf-hub:", "local-dir:")):
+        return name
+    if not isinstance(name, (str, os.PathLike)) or not os.path.isdir(name):
+        return None
+    if isinstance(name, str) and _as_path(name) is None and normalize_name(name) in get_registry().models:
+        return None
+    return "local-dir:" + os.fspath(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _published_urls() -> Dict[str, str]:
+    """Hub name -> the URL NVIDIA publishes its weights at (first URL source, packaged manifest)."""
+    from .weights.manifest import PACKAGED_MANIFEST, load_manifest
+
+    manifest = load_manifest(PACKAGED_MANIFEST)
+    urls = {}
+    for model in manifest.models():
+        found = [s.url for v in manifest.model_variants(model) for s in v.sources if s.type == "url" and s.url]
+        if found:
+            urls[model] = found[0]
+    return urls
+
+
+def hub_pretrained_cfg(name: str, registry: Optional[Registry] = None) -> Dict[str, Any]:
+    """The ``pretrained_cfg`` of a hub model: its spec's input size, the registry's ``crop_pct`` (and
+    ``interpolation`` where it records one) and, for NVIDIA's seven, their provenance (license,
+    paper, origin), timm name / tag and the URL the weights are published at (the same dict
+    ``timm.create_model("gpunet_0")`` carries); for a user-registered model its ``source``."""
+    reg = registry or get_registry()
+    n = reg.resolve_model(name)
+    info = reg.model_info(n)
+    fields: Dict[str, Any] = {}
+    if info.get("nvidia_config"):  # one of NVIDIA's networks
+        fields = dict(NVIDIA_PROVENANCE, architecture=n.replace("-", "_"), tag=NVIDIA_TAG)
+        if n in _published_urls():
+            fields["url"] = _published_urls()[n]
+    elif info.get("source"):  # a user-registered model (a search winner): where it comes from
+        fields["description"] = str(info["source"])
+    if info.get("interpolation"):
+        fields["interpolation"] = info["interpolation"]
+    return gpunet_pretrained_cfg(reg.spec(n), crop_pct=info.get("crop_pct", 1.0), **fields)
+
+
 def load_spec(path_or_name: Union[str, os.PathLike]) -> NetworkSpec:
-    """A spec from a file (our format or NVIDIA's) or a hub model name (``"gpunet-0"``)."""
+    """A spec from a file (our format or NVIDIA's), a hub model name (``"gpunet-0"``) or a model
+    folder (``DIR`` / ``"hf-hub:ORG/NAME"``: the spec its ``config.json`` records)."""
+    location = folder_location(path_or_name)
+    if location is not None:
+        from .folders import read_folder_config
+
+        return read_folder_config(location).spec
     path = _as_path(path_or_name)
     if path is None:
         return get_registry().spec(path_or_name)
@@ -42,7 +97,8 @@ def load_spec(path_or_name: Union[str, os.PathLike]) -> NetworkSpec:
 
 
 def wrap_features(model: nn.Module, out_indices: Optional[Sequence[int]] = None) -> nn.Module:
-    """timm's ``features_only`` wrapper: a list of multi-scale maps (see ``feature_info``)."""
+    """timm's ``features_only`` wrapper: a list of multi-scale maps (see ``feature_info``); it keeps
+    the model's ``pretrained_cfg`` (its data config)."""
     from timm.models._features import FeatureListNet
 
     n = len(model.feature_info)
@@ -51,7 +107,11 @@ def wrap_features(model: nn.Module, out_indices: Optional[Sequence[int]] = None)
     if bad:
         raise ValueError(f"out_indices {bad} out of range: this model has {n} feature levels "
                          f"(reductions {[f['reduction'] for f in model.feature_info]})")
-    return FeatureListNet(model, out_indices=out_indices, flatten_sequential=True)
+    cfg = getattr(model, "pretrained_cfg", None)
+    feats = FeatureListNet(model, out_indices=out_indices, flatten_sequential=True)
+    if cfg is not None:
+        feats.pretrained_cfg = feats.default_cfg = cfg
+    return feats
 
 
 def get_model(name: Union[str, os.PathLike, NetworkSpec], gpu: Optional[str] = None, pretrained: bool = False,
@@ -61,8 +121,11 @@ def get_model(name: Union[str, os.PathLike, NetworkSpec], gpu: Optional[str] = N
     """Build a hub model, optionally with weights.
 
     Args:
-        name: hub name (``"gpunet-0"``, ``"GPUNet_0"``), a spec, or a spec file path
-            (``str`` or ``pathlib.Path``; see :func:`load_spec` for the rule).
+        name: hub name (``"gpunet-0"``, ``"GPUNet_0"``), a spec, a spec file path (``str`` or
+            ``pathlib.Path``; see :func:`load_spec` for the rule), or a timm / Hugging Face model
+            folder: a directory holding ``config.json`` (see :func:`gpunet.save_pretrained`),
+            ``"local-dir:DIR"`` or ``"hf-hub:ORG/NAME[@rev]"`` (through huggingface_hub's cache;
+            ``HF_HUB_OFFLINE=1`` reads the cache only). A folder's weights always load.
         gpu: device whose latency tier you chose from; checked against the registry so a
             typo or an untiered model fails loudly.
         pretrained: download (once) and load published weights (see :mod:`gpunet.weights`).
@@ -73,9 +136,20 @@ def get_model(name: Union[str, os.PathLike, NetworkSpec], gpu: Optional[str] = N
         features_only: return timm's multi-scale feature extractor instead of a classifier.
         **kwargs: ``num_classes``, ``in_chans``, ``drop_rate``, ``drop_path_rate``, ``global_pool``.
             With a different ``num_classes`` the loaded classifier is dropped (fine-tuning).
+
+    The model carries timm's ``pretrained_cfg`` / ``default_cfg`` (input size, crop_pct,
+    interpolation, mean / std; provenance for NVIDIA's networks): the same dict timm builds.
     """
     reg = get_registry()
     hub_name = None
+    if gpu is not None:
+        device = reg.resolve_device(gpu)
+    location = None if isinstance(name, NetworkSpec) else folder_location(name)
+    if location is not None:
+        from .folders import load_folder
+
+        model = load_folder(location, checkpoint_path=checkpoint_path, weights=weights, **kwargs)
+        return wrap_features(model, out_indices) if features_only else model
     if isinstance(name, NetworkSpec):
         spec = name
     elif _as_path(name) is not None:
@@ -83,31 +157,42 @@ def get_model(name: Union[str, os.PathLike, NetworkSpec], gpu: Optional[str] = N
     else:
         hub_name = reg.resolve_model(name)
         spec = reg.spec(hub_name)
-    if gpu is not None:
-        device = reg.resolve_device(gpu)
-        if hub_name is not None and not reg.latency_entries(hub_name, device):
-            tiered = [m for m in reg.list_models() if reg.latency_entries(m, device)]
-            raise ValueError(f"model {hub_name!r} has no latency tier on device {device!r}; "
-                             f"models tiered there: {', '.join(tiered) or 'none'}")
+    if gpu is not None and hub_name is not None and not reg.latency_entries(hub_name, device):
+        tiered = [m for m in reg.list_models() if reg.latency_entries(m, device)]
+        raise ValueError(f"model {hub_name!r} has no latency tier on device {device!r}; "
+                         f"models tiered there: {', '.join(tiered) or 'none'}")
     if pretrained and checkpoint_path:
         raise ValueError("pass either pretrained=True or checkpoint_path, not both")
+    model = build_model(spec, **kwargs)
+    if hub_name is not None:
+        model.pretrained_cfg = model.default_cfg = hub_pretrained_cfg(hub_name, reg)
+    _load_weights(model, reg, hub_name, spec, pretrained, checkpoint_path, weights)
+    if features_only:
+        return wrap_features(model, out_indices)
+    return model
+
+
+def _load_weights(model: GPUNet, reg: Registry, hub_name: Optional[str], spec: NetworkSpec, pretrained: bool,
+                  checkpoint_path: Optional[str], weights: Optional[str]) -> None:
+    """``get_model``'s weights: a checkpoint file, the registry model's own checkpoint (a search
+    winner's) or its published weights. ``model.hub_weights`` names the hub model whose own
+    weights it then holds (what a model card may claim the registry's top-1 for)."""
     own = reg.models[hub_name].get("checkpoint") if hub_name is not None else None
     if own and not checkpoint_path:  # a search winner (gpunet search export): its weights are the model
         checkpoint_path, pretrained = own, False
-    model = build_model(spec, **kwargs)
     if checkpoint_path:
         from .checkpoint import load_checkpoint
 
         load_checkpoint(model, checkpoint_path, spec)
+        if own and checkpoint_path == own:
+            model.hub_weights = hub_name
     elif pretrained:
         if hub_name is None:
             raise ValueError("pretrained=True needs a hub model name; use checkpoint_path for a spec")
         from .weights import load_pretrained
 
         load_pretrained(model, hub_name, weights=weights)
-    if features_only:
-        return wrap_features(model, out_indices)
-    return model
+        model.hub_weights = hub_name
 
 
 def _check_resolution(resolution: Any, spec: Any = None) -> int:

@@ -10,22 +10,56 @@ Layout (clean names; :mod:`gpunet.nvidia` maps NVIDIA's checkpoint keys onto the
     classifier      Linear
 """
 import os
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import SelectAdaptivePool2d
 from timm.layers.helpers import get_device_dtype
 from timm.models._efficientnet_builder import efficientnet_init_weights
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
+from timm.models._pretrained import PretrainedCfg
 
 from .builder import build_conv_head, build_stages, build_stem
 from .nvidia import load_any
 from .spec import NetworkSpec
 
-__all__ = ["GPUNet", "build_model"]
+__all__ = ["GPUNet", "build_model", "gpunet_pretrained_cfg", "PAPER", "NVIDIA_PROVENANCE", "NVIDIA_TAG",
+           "GENERIC_ARCHITECTURE"]
+
+#: the paper every GPUNet architecture comes from (NVIDIA's networks and gpunet's search winners alike)
+PAPER = dict(paper_ids="arXiv:2205.00841",
+             paper_name="Searching the Deployable Convolution Neural Networks for GPUs")
+#: where NVIDIA's seven networks (and their published weights) come from
+NVIDIA_PROVENANCE = dict(
+    license="apache-2.0",
+    origin_url="https://github.com/NVIDIA/DeepLearningExamples/tree/master/PyTorch/Classification/GPUNet")
+#: timm pretrained tag of NVIDIA's published ImageNet-1k weights (``gpunet_0.nvidia_in1k``)
+NVIDIA_TAG = "nvidia_in1k"
+#: timm entry point that builds any GPUNet from a spec (``model_args["spec"]``)
+GENERIC_ARCHITECTURE = "gpunet_spec"
+
+
+def gpunet_pretrained_cfg(spec: NetworkSpec, crop_pct: float = 1.0, **fields: Any) -> Dict[str, Any]:
+    """timm's ``pretrained_cfg`` for a GPUNet of ``spec``: the one function behind timm's
+    ``default_cfgs`` for ``gpunet_*`` and the cfg of every model gpunet builds.
+
+    Input size is the spec's resolution (``(3, r, r)``), ``pool_size`` the last feature map there,
+    bicubic interpolation, ImageNet mean / std, ``num_classes`` the spec's. Like timm's, it
+    describes the architecture's (or weights') source: a model built with ``num_classes=10``
+    keeps the spec's. ``fields`` add or replace keys (provenance, ``url``, ``architecture``).
+    Returns timm's normalised dict (``PretrainedCfg(...).to_dict()``).
+    """
+    r = spec.resolution
+    pool = spec.spatial_sizes(r)[-1]
+    cfg = dict(num_classes=spec.num_classes, input_size=(spec.in_channels, r, r), pool_size=(pool, pool),
+               crop_pct=crop_pct, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+               first_conv="stem.0.conv", classifier="classifier", **PAPER)
+    cfg.update(fields)
+    return PretrainedCfg(**cfg).to_dict()
 
 
 class GPUNet(nn.Module):
@@ -77,6 +111,10 @@ class GPUNet(nn.Module):
         self.classifier = (nn.Linear(self.head_hidden_size, self.num_classes, **dd) if self.num_classes > 0
                            else nn.Identity())
         efficientnet_init_weights(self)
+        # timm's data config (resolve_model_data_config); get_model / timm add the registry's crop_pct
+        # and provenance for hub models
+        self.pretrained_cfg = gpunet_pretrained_cfg(spec)
+        self.default_cfg = self.pretrained_cfg
 
     # -- timm model interface --------------------------------------------------------------
     @torch.jit.ignore
