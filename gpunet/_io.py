@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
 from typing import Iterator, Union
@@ -57,6 +58,37 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[str]:
+    """Yield a temp folder beside ``path``; it becomes ``path`` only if the block succeeds (a folder
+    already there is replaced whole, never merged). A reader sees the old folder or the new one;
+    a failed or interrupted write leaves no half folder at ``path``."""
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        old = None
+        if os.path.isdir(path):
+            old = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".old", dir=parent)
+            os.replace(path, os.path.join(old, "d"))
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old:  # put the previous folder back
+                os.replace(os.path.join(old, "d"), path)
+                os.rmdir(old)
+            raise
+        fsync_dir(parent)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

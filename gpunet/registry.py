@@ -163,8 +163,9 @@ class Registry:
             entry = dict(self.models.get(n, {}), **info, origin=origin)
             if isinstance(info.get("spec"), str):
                 entry["spec_path"] = os.path.join(base_dir, info["spec"])
-            if isinstance(info.get("checkpoint"), str):  # relative: beside this registry file (relocatable)
-                entry["checkpoint"] = os.path.join(base_dir, info["checkpoint"])
+            for key in ("checkpoint", "folder"):  # relative: beside this registry file (relocatable)
+                if isinstance(info.get(key), str):
+                    entry[key] = os.path.join(base_dir, info[key])
             self.models[n] = entry
         for dev, per_model in data.get("latency", {}).items():
             target = self.latency.setdefault(normalize_name(dev), {})

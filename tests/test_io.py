@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
-from gpunet._io import atomic_path, atomic_write_bytes, atomic_write_text
+from gpunet._io import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text
 
 
 def _mode(path) -> int:
@@ -59,6 +60,24 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
             open(tmp, "w").write("half")
             raise RuntimeError("boom")
     assert target.read_text() == "old" and os.listdir(tmp_path / "d") == ["f.txt"]
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path, umask):
+    umask(0o022)
+    dest = tmp_path / "out" / "model"
+    with atomic_dir(dest) as tmp:
+        (Path(tmp) / "a.txt").write_text("one")
+        assert not dest.exists()  # nothing at the destination while it is written
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt"] and _mode(dest) == 0o755
+    with pytest.raises(RuntimeError):
+        with atomic_dir(dest) as tmp:
+            (Path(tmp) / "b.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt"]  # the old folder, untouched
+    with atomic_dir(dest) as tmp:
+        (Path(tmp) / "b.txt").write_text("two")
+    assert sorted(p.name for p in dest.iterdir()) == ["b.txt"]  # replaced, not merged
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["model"]  # no temp or old folder left
 
 
 def test_openvino_pair_is_never_mismatched_after_a_crash(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """A search's winners into the hub, saying what they are (issue 21): every latency group's best
 (``--pareto``), trained as a proxy and said so, top-1 on a split the search never selected on
-(``--test-dir``), weights copied beside the user registry, the table's device checked, and the
-front drawn next to the hub (``gpunet plot --search``)."""
+(``--test-dir``), weights exported beside the user registry as a timm model folder (issue 22), the
+table's device checked, and the front drawn next to the hub (``gpunet plot --search``)."""
 from __future__ import annotations
 
 import json
@@ -110,3 +110,52 @@ def test_a_search_not_run_by_groups_has_no_front(searched, capsys, tmp_path):
                                                     for r in lines))
     code, _, err = _export(capsys, other, "--pareto", "--device", "test-cpu", "--no-measure")
     assert code == 1 and "not searched by latency groups" in err
+
+
+def test_a_winner_travels_as_a_timm_folder(searched, capsys, tmp_path):
+    """Exported under $GPUNET_HOME/models/<name>/ as a timm folder: gpunet, timm's local-dir:, the
+    registered timm name (in this process and after a fresh import) and a moved copy give the same logits."""
+    import subprocess
+    import sys
+
+    import timm
+    import torch
+
+    import gpunet
+    from gpunet.timm_models import timm_name
+
+    code, out, err = _export(capsys, searched, "--device", "test-cpu", "--no-measure", "--json")
+    assert code == 0, err
+    row = json.loads(out.strip().splitlines()[-1])["models"][0]
+    folder = Path(os.environ["GPUNET_HOME"], "models", row["name"])
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    entry = gpunet.registry.get_registry().models[row["name"]]
+    assert entry["folder"] == str(folder) and entry["checkpoint"] == str(folder / "model.safetensors")
+    readme = (folder / "README.md").read_text()
+    assert "library_name: timm" in readme and f"value: {row['top1']}" in readme
+    assert "top-1 accuracy (proxy training)" in readme and f"search winner `{row['name']}`" in readme
+
+    name = timm_name(row["name"])
+    assert name == "gpunet_" + row["name"].replace("-", "_") and name.startswith("gpunet_search_")
+    assert name in timm.list_models("gpunet*", pretrained=True)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(folder, moved)
+    models = [gpunet.get_model(row["name"]), timm.create_model(f"local-dir:{folder}", pretrained=True),
+              timm.create_model(name, pretrained=True), gpunet.get_model(str(moved))]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = [m.eval()(x) for m in models]
+    for other in logits[1:]:
+        assert torch.equal(logits[0], other)
+    cfgs = [timm.data.resolve_model_data_config(m) for m in models]
+    assert all(c == cfgs[0] for c in cfgs) and cfgs[0]["crop_pct"] == entry["crop_pct"]
+    assert models[2].hub_weights == row["name"]
+
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(logits[0], tmp_path / "want.pt")
+    script = (f"import torch, timm, gpunet\nm = timm.create_model({name!r}, pretrained=True).eval()\n"
+              f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
+              f"assert torch.allclose(m(x), torch.load({str(tmp_path / 'want.pt')!r}), atol=1e-6), 'logits differ'\n")
+    done = subprocess.run([sys.executable, "-c", "import torch\ntorch.set_grad_enabled(False)\n" + script],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    assert done.returncode == 0, done.stderr

@@ -12,7 +12,12 @@ SMALL = 64  # the networks are fully convolutional; shapes scale with the input
 
 
 def test_registered_with_timm():
-    assert sorted(timm.list_models("gpunet*")) == sorted(TIMM_NAMES)
+    # NVIDIA's seven, and the generic entry point that builds any GPUNet from a spec (model folders);
+    # winners another test exported in this process are registered too (test_search_winners)
+    from gpunet.timm_models import USER_NAMES
+
+    listed = [n for n in timm.list_models("gpunet*") if n not in USER_NAMES]
+    assert sorted(listed) == sorted(TIMM_NAMES + ["gpunet_spec"])
     cfg = timm.create_model("gpunet_p0").pretrained_cfg
     assert cfg["interpolation"] == "bicubic" and cfg["crop_pct"] == 0.875
     assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
@@ -213,3 +218,18 @@ def test_reset_classifier_keeps_trained_layers(name):
     else:
         model.reset_classifier(10, "catavgmax")
         assert model.classifier.in_features == 2 * model.num_features
+
+
+def test_a_damaged_user_registry_does_not_break_the_import(monkeypatch, tmp_path):
+    """Registering the user registry's exported models runs on `import gpunet`: a broken file is a
+    warning naming it there, and the error where the registry is used."""
+    from gpunet.registry import RegistryError, get_registry
+    from gpunet.timm_models import _register_user_models_on_import
+
+    bad = tmp_path / "registry.json"
+    bad.write_text("{not json")
+    monkeypatch.setenv("GPUNET_REGISTRY", str(bad))
+    with pytest.warns(UserWarning, match=r"registry.json: not valid JSON"):
+        _register_user_models_on_import()
+    with pytest.raises(RegistryError, match="registry.json: not valid JSON"):
+        get_registry()

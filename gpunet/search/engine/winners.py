@@ -6,8 +6,9 @@ and the groups were computed at; the class count it was trained with), its accur
 that accuracy is (``training``: the input size and epochs it was trained for, against the
 recipe's; ``proxy: true`` for any shorter or smaller training, and ``gpunet.query`` leaves such
 models out unless asked), the split it was measured on (the validation split that selected it,
-or ``test_dir``, a split the search never saw), its weights (copied beside the user registry, so
-the entry survives moving or deleting the search folder) and a latency tier on the given device:
+or ``test_dir``, a split the search never saw), its weights (a timm / Hugging Face model folder
+beside the user registry, ``models/<name>/``: the entry survives moving or deleting the search
+folder, and timm builds it as ``gpunet_<name>`` or ``local-dir:``) and a latency tier on the given device:
 measured end to end with :func:`gpunet.latency.benchmark` at the pool's batch and precision, or
 the pool's table estimate marked ``kind: estimated``.
 
@@ -21,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from typing import Any, Dict, List, Optional
 
 from ..._checks import argument_error, positive_int
@@ -30,7 +30,7 @@ from .driver import SPACE_NAME, SearchRunError, read_pool_facts, read_settings
 
 __all__ = ["export_winners", "WINNERS_DIR"]
 
-WINNERS_DIR = "models"  # beside the user registry: models/<model>/<checkpoint file>
+WINNERS_DIR = "models"  # beside the user registry: models/<model>/ (a timm model folder)
 _ESTIMATE_SOURCE = "the search pool's latency-table estimate (gpunet sample --lut)"
 _ESTIMATE_DEVICE_SOURCE = "gpunet search export --no-measure (table estimates)"
 
@@ -182,21 +182,39 @@ def _test_top1(entry: Dict[str, Any], test_dir: str) -> None:
                  top1_split=f"test ({res['images']} images the search never selected on)")
 
 
-def _copy_weights(entry: Dict[str, Any], name: str, registry_file: str) -> None:
-    """Copy the winner's checkpoint beside the registry and point the entry at it (relative path)."""
-    from ..._io import atomic_path
+def _metrics(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """The folder card's metrics: the entry's top-1, the split and dataset it was measured on."""
+    dataset = entry.get("dataset") or os.path.basename(str(entry.get("top1_dataset") or "").rstrip(os.sep)) or "custom"
+    return dict(dataset=dataset, dataset_name=dataset, split=entry["top1_split"], top1=entry["top1"],
+                name="top-1 accuracy" + (" (proxy training)" if entry["proxy"] else ""))
 
-    rel = os.path.join(WINNERS_DIR, name, os.path.basename(entry["checkpoint"]))
-    dest = os.path.join(os.path.dirname(os.path.abspath(registry_file)), rel)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    digest = hashlib.sha256()
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(entry["checkpoint"], tmp)
-        with open(tmp, "rb") as f:
+
+def _write_folder(entry: Dict[str, Any], name: str, registry_file: str) -> None:
+    """Write the winner as a timm / Hugging Face model folder beside the registry (``models/<name>/``,
+    relocatable: ``timm.create_model("local-dir:...")``) and point the entry at it."""
+    from ..._io import atomic_dir
+    from ...checkpoint import load_checkpoint
+    from ...folders import WEIGHTS_NAME, save_pretrained
+    from ...model import build_model, gpunet_pretrained_cfg
+    from ...registry import Registry
+    from ...spec import parse_spec
+
+    spec = parse_spec(entry["spec"], source=f"winner {name} spec")
+    model = build_model(spec)
+    load_checkpoint(model, entry["checkpoint"], spec)
+    model.pretrained_cfg = gpunet_pretrained_cfg(spec, crop_pct=entry["crop_pct"],
+                                                 interpolation=entry["interpolation"], description=entry["source"])
+    rel = f"{WINNERS_DIR}/{name}"
+    dest = os.path.join(os.path.dirname(os.path.abspath(registry_file)), WINNERS_DIR, name)
+    with atomic_dir(dest) as tmp:
+        save_pretrained(model, tmp, metrics=_metrics(entry), registry=Registry(),
+                        weights=f"the checkpoint of search winner `{name}` ({entry['source']})")
+        digest = hashlib.sha256()
+        with open(os.path.join(tmp, WEIGHTS_NAME), "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     entry["search"]["checkpoint"] = entry["checkpoint"]
-    entry.update(checkpoint=rel.replace(os.sep, "/"), checkpoint_sha256=digest.hexdigest())
+    entry.update(checkpoint=f"{rel}/{WEIGHTS_NAME}", checkpoint_sha256=digest.hexdigest(), folder=rel)
 
 
 # ------------------------------------------------------------------------------ registry + latency
@@ -205,7 +223,7 @@ def _row(rec: Dict[str, Any], name: str, entry: Dict[str, Any], facts: Dict[str,
     group = rec.get("group")
     return {"name": name, "top1": entry["top1"], "top1_split": entry["top1_split"], "val_top1": float(rec["value"]),
             "dataset": rec.get("dataset"), "proxy": entry["proxy"], "training": entry["training"],
-            "checkpoint": entry["checkpoint"], "candidate_id": rec["candidate_id"], "group": group,
+            "checkpoint": entry["checkpoint"], "folder": entry["folder"], "candidate_id": rec["candidate_id"], "group": group,
             "group_range_ms": (facts.get("group_ranges_ms") or {}).get(str(group)),
             "table_latency_ms": rec.get("latency_ms"), "resolution": entry["resolution"]}
 
@@ -228,6 +246,14 @@ def _register(entries: Dict[str, Dict[str, Any]], rows: List[Dict[str, Any]], de
                 data["devices"][device].setdefault("table_device_id", source["lut_device_id"])
 
     return update_user_registry(change, registry_path)
+
+
+def _register_with_timm(registry_path: str) -> None:
+    """timm builds the new winners in this process too (``gpunet_<name>``), not only after the next import."""
+    from ...registry import Registry
+    from ...timm_models import register_user_models
+
+    register_user_models(Registry(user_path=registry_path))
 
 
 def _measure(rows: List[Dict[str, Any]], device: str, backend: str, iters: int, warmup: int,
@@ -275,10 +301,11 @@ def export_winners(out: str, top: int = 1, device: str = "", backend: str = "onn
         entries[name] = _model_entry(rec, name, space, settings, out)
         if test_dir:
             _test_top1(entries[name], test_dir)
-        _copy_weights(entries[name], name, registry_path)
+        _write_folder(entries[name], name, registry_path)
         rows.append(_row(rec, name, entries[name], facts))
     source = facts.get("source") or {}
     path = _register(entries, rows, dev, not measure, registry_path, source)
+    _register_with_timm(path)
     if measure:
         _measure(rows, dev, backend, iters, warmup, registry_path, source)
     else:
