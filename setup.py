@@ -30,7 +30,7 @@ setup(
         # torch/torchvision are pinned by the environment (see README); any recent release works.
         "torch>=2.1",
         "torchvision>=0.16",
-        "timm>=1.0.9",
+        "timm>=1.0.16",
         "safetensors>=0.4",
         "numpy>=1.24",
         "tqdm>=4.60",
