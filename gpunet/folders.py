@@ -515,13 +515,22 @@ def _load_file(model: GPUNet, path: str, cfg: Dict[str, Any]) -> str:
     return path
 
 
+def _published_hub_id(hub_name: str) -> Optional[str]:
+    from .weights.manifest import published_cfg_fields
+
+    return published_cfg_fields(hub_name).get("hf_hub_id")
+
+
 def load_cfg_weights(model: GPUNet, cfg: Dict[str, Any], hub_name: Optional[str] = None,
                      cache_dir: Optional[str] = None) -> str:
     """Load the weights ``cfg`` (timm's ``pretrained_cfg``) points at, in timm's order: a Hub repo
     (``source: hf-hub``), a folder (``source: local-dir``), ``state_dict``, ``file`` (a checkpoint or
-    a folder), ``hf_hub_id``; otherwise ``hub_name``'s published weights (:mod:`gpunet.weights`,
-    verified). Returns where they came from."""
+    a folder), ``hf_hub_id``; otherwise (or when ``hf_hub_id`` is the manifest's own upload of
+    ``hub_name``) ``hub_name``'s published weights (:mod:`gpunet.weights`, verified). Returns where
+    they came from."""
     src, file, sd, hub_id = cfg.get("source"), cfg.get("file"), cfg.get("state_dict"), cfg.get("hf_hub_id")
+    if hub_id and src != "hf-hub" and hub_name and hub_id == _published_hub_id(hub_name):
+        hub_id = None  # the manifest's own upload: gpunet.weights fetches it and checks its sha256
     if hub_id and (src == "hf-hub" or not (sd is not None or file)):
         return _load_file(model, _hub_weights(hub_id, cfg.get("hf_hub_filename"), cache_dir), cfg)
     if file and (src == "local-dir" or os.path.isdir(file)):

@@ -3,7 +3,6 @@ plus the NCHW input it takes, for everything downstream that runs a model (expor
 from __future__ import annotations
 
 import copy
-import functools
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -48,24 +47,11 @@ def folder_location(name: Any) -> Optional[str]:
     return "local-dir:" + os.fspath(name)
 
 
-@functools.lru_cache(maxsize=None)
-def _published_urls() -> Dict[str, str]:
-    """Hub name -> the URL NVIDIA publishes its weights at (first URL source, packaged manifest)."""
-    from .weights.manifest import PACKAGED_MANIFEST, load_manifest
-
-    manifest = load_manifest(PACKAGED_MANIFEST)
-    urls = {}
-    for model in manifest.models():
-        found = [s.url for v in manifest.model_variants(model) for s in v.sources if s.type == "url" and s.url]
-        if found:
-            urls[model] = found[0]
-    return urls
-
-
 def hub_pretrained_cfg(name: str, registry: Optional[Registry] = None) -> Dict[str, Any]:
     """The ``pretrained_cfg`` of a hub model: its spec's input size, the registry's ``crop_pct`` (and
     ``interpolation`` where it records one) and, for NVIDIA's seven, their provenance (license,
-    paper, origin), timm name / tag and the URL the weights are published at (the same dict
+    paper, origin), timm name / tag and where the weights are published (:func:`published_cfg_fields`;
+    the same dict
     ``timm.create_model("gpunet_0")`` carries); for a user-registered model its ``source``."""
     reg = registry or get_registry()
     n = reg.resolve_model(name)
@@ -73,8 +59,9 @@ def hub_pretrained_cfg(name: str, registry: Optional[Registry] = None) -> Dict[s
     fields: Dict[str, Any] = {}
     if info.get("nvidia_config"):  # one of NVIDIA's networks
         fields = dict(NVIDIA_PROVENANCE, architecture=n.replace("-", "_"), tag=NVIDIA_TAG)
-        if n in _published_urls():
-            fields["url"] = _published_urls()[n]
+        from .weights.manifest import published_cfg_fields
+
+        fields.update(published_cfg_fields(n))
     elif info.get("source"):  # a user-registered model (a search winner): where it comes from
         fields["description"] = str(info["source"])
     if info.get("interpolation"):

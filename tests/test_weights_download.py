@@ -229,6 +229,16 @@ def test_local_hugging_face_cache_offline(g0, tmp_path, monkeypatch):
     recs = [json.load(open(f)) for f in cache_files() if f.endswith(".json")]
     assert len(recs) == 1 and recs[0]["variant"] == "safetensors" and recs[0]["verified_by"] == "manifest"
     assert recs[0]["path"].startswith(str(hf_cache))  # HF's cache is used in place, not copied
+    # the published upload is timm's hf_hub_id (pinned: timm's ORG/NAME@COMMIT); timm's pretrained=True
+    # with it goes through gpunet.weights (the manifest's sha256 checked), not an unchecked Hub file
+    import timm
+
+    cfg = model.pretrained_cfg
+    assert (cfg["hf_hub_id"], cfg["hf_hub_filename"]) == (f"{repo}@{commit}", "gpunet-0.safetensors")
+    assert timm.models.PretrainedCfg(**{k: cfg[k] for k in ("hf_hub_id", "hf_hub_filename")}).has_weights
+    uploaded = timm.create_model("gpunet_0", pretrained=True, pretrained_cfg_overlay=dict(
+        hf_hub_id=cfg["hf_hub_id"], hf_hub_filename=cfg["hf_hub_filename"]))
+    assert same_weights(uploaded, g0[0]) and uploaded.hub_weights == "gpunet-0"
     # a revision that is not cached: clear error, nothing recorded
     var2 = variant_for_conversion(manifest, "gpunet-0", res, hf_repo=repo, hf_revision="f" * 40)
     path.write_text(manifest.with_variant(var2, prefer=True).to_json())

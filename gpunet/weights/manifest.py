@@ -24,6 +24,7 @@ at the repository root, a test keeps them so); ``$GPUNET_WEIGHTS_MANIFEST`` repl
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any, Dict, List, Optional
 from ..errors import BadInputError
 
 __all__ = ["is_commit", "MANIFEST_SCHEMA", "FORMATS", "ManifestError", "Source", "Variant", "Manifest",
-           "load_manifest", "manifest_path", "PACKAGED_MANIFEST"]
+           "load_manifest", "manifest_path", "published_cfg_fields", "PACKAGED_MANIFEST"]
 
 MANIFEST_SCHEMA = "gpunet-weights/1"
 FORMATS = ("nvidia-pth-tar", "safetensors", "pth")
@@ -218,3 +219,37 @@ def load_manifest(path: Optional[str] = None) -> Manifest:
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path}: not valid JSON ({e})") from None
     return Manifest(data, path)
+
+
+@functools.lru_cache(maxsize=8)
+def _published(manifest: str, mtime_ns: int) -> Dict[str, Dict[str, str]]:
+    """Hub name -> where timm's ``pretrained_cfg`` says its weights are published: the first URL
+    source (NVIDIA's NGC) as ``url``, and the first Hugging Face file of a safetensors variant on
+    the default endpoint (once uploaded: ``gpunet weights convert --hf-repo``) as ``hf_hub_id``
+    (``ORG/NAME@COMMIT``, timm's spelling of a pinned revision) and ``hf_hub_filename``."""
+    m = load_manifest(manifest)
+    out: Dict[str, Dict[str, str]] = {}
+    for model in m.models():
+        fields: Dict[str, str] = {}
+        for v in m.model_variants(model):
+            for s in v.sources:
+                if s.type == "url" and s.url:
+                    fields.setdefault("url", s.url)
+                elif s.type == "hf" and v.format == "safetensors" and not s.endpoint and "hf_hub_id" not in fields:
+                    fields.update(hf_hub_id=s.repo_id + (f"@{s.revision}" if s.revision else ""),
+                                  hf_hub_filename=s.filename)
+        if fields:
+            out[model] = fields
+    return out
+
+
+def published_cfg_fields(name: str) -> Dict[str, str]:
+    """The ``url`` / ``hf_hub_id`` / ``hf_hub_filename`` of hub model ``name``'s published weights,
+    from the weights manifest :func:`gpunet.weights.load_pretrained` reads (``$GPUNET_WEIGHTS_MANIFEST``
+    or the packaged one); empty for a model with none."""
+    path = manifest_path()
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        mtime = -1  # load_manifest names the missing file
+    return dict(_published(path, mtime).get(name, {}))
