@@ -569,3 +569,24 @@ def test_hf_hub_from_a_loopback_hub_then_cache_only_with_gpunet_offline(g0_folde
         assert hub.requests[-1] == ("HEAD", "/org/missing/resolve/main/config.json")
     with pytest.raises(OSError):  # the server is down
         socket.create_connection(("127.0.0.1", hub.server.server_address[1]), timeout=1)
+
+
+def test_a_model_fine_tuned_by_gpunet_train_publishes_as_a_folder(tmp_path, capsys):
+    """`gpunet train` (a 10-class fine-tune) -> `gpunet publish gpunet-0 DIR --checkpoint best.pth.tar`:
+    timm and gpunet rebuild the trained network with its 10-class classifier."""
+    from test_train import FAST_FLAGS, make_digits
+
+    from gpunet.cli import main
+
+    root = make_digits(tmp_path / "digits", n_train=6, n_val=2)
+    assert main(["train", "--data-dir", str(root), "--output", str(tmp_path / "run"), "--epochs", "1",
+                 *FAST_FLAGS]) == 0
+    capsys.readouterr()
+    best = str(tmp_path / "run" / "best.pth.tar")
+    assert main(["publish", "gpunet-0", str(tmp_path / "pub"), "--checkpoint", best, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["num_classes"] == 10 and out["architecture"] == "gpunet_0"
+    trained = gpunet.get_model("gpunet-0", checkpoint_path=best, num_classes=10)
+    for rebuilt in (timm.create_model(f"local-dir:{tmp_path / 'pub'}", pretrained=True),
+                    gpunet.get_model(tmp_path / "pub")):
+        assert rebuilt.num_classes == 10 and torch.equal(logits(rebuilt), logits(trained))
