@@ -183,6 +183,29 @@ def test_weight_term_is_recovered_and_held_out_calibration_scored(tmp_path):
         assert cal["busy"] is False and cal["warnings"] == [] and len(cal["load_avg"]) == 3
 
 
+def test_a_callers_measurer_is_judged_by_the_local_load_only_when_it_times_here(tmp_path, monkeypatch):
+    """A busy local load (pinned) is recorded for every run, but marks it busy (its networks left
+    out of later fits) only when its timings were taken on this machine: by default a caller's
+    ``measure_network`` (a remote device, a model) is not; ``measured_here=True`` says it is."""
+    import gpunet.search.lut.validate as validate
+
+    monkeypatch.setattr(validate, "load_average", lambda: 5.0)
+    space = _tiny()
+    _synthetic_lut(tmp_path / "t.db", space, np.concatenate([space.sample(8, seed=s) for s in (3, 4, 5)]))
+    truth = lambda spec: 1.5 * _hand_sum(spec)[0] + 0.2  # noqa: E731
+    run = dict(n=8, space=space, build_missing=False, measure_network=truth, progress=False)
+    remote = validate_lut(str(tmp_path / "t.db"), "torch", seed=3, **run)
+    assert not remote.busy and not remote.measured_here and remote.load_avg == [5.0, 5.0, 5.0]
+    local = validate_lut(str(tmp_path / "t.db"), "torch", seed=4, measured_here=True, **run)
+    assert local.busy and local.measured_here and "load average reached 5.00" in local.warnings[0]
+    again = validate_lut(str(tmp_path / "t.db"), "torch", seed=5, **run)
+    with LatencyTable(str(tmp_path / "t.db")) as t:
+        kept = t.get_meta("validation_networks")
+        cal = t.get_meta("calibration")
+    assert sorted({(e["seed"], e["busy"]) for e in kept}) == [(3, False), (4, True), (5, False)]
+    assert cal["n"] == 16 and cal["measured_here"] is False and not again.busy  # seed 4's busy run left out
+
+
 def test_busy_machine_is_named_not_mixed_in():
     from gpunet.latency.machine import busy_reasons
 

@@ -14,7 +14,9 @@ on these networks: a held-out check.
 Timings from a busy machine are not silently mixed in: the load average is sampled while
 blocks and networks are measured and the spread of each network's timed runs is kept; the
 report (and the saved calibration) carry ``busy`` and the reasons (the rules live in
-:mod:`gpunet.latency.machine`). Nor can the load average see other tenants of a shared
+:mod:`gpunet.latency.machine`). The local load judges only timings taken on this machine
+(``measured_here``): a caller's ``measure_network`` may time a remote device or be a model, so
+by default its runs are never left out as busy, though the load is still recorded. Nor can the load average see other tenants of a shared
 last-level cache, which change what weight-heavy networks pay: the cache share is probed
 (:func:`~gpunet.latency.cacheshare.cache_share`) around the passes, kept with the networks and
 the calibration, and a move since the calibration was fitted is reported.
@@ -79,6 +81,7 @@ class ValidationReport:
     run_spread: float = float("nan")  # median over networks of p90 / median - 1 of their timed runs
     busy: bool = False
     warnings: List[str] = field(default_factory=list)
+    measured_here: bool = True  # network timings taken on this machine (only then may its load mark them busy)
     plot: Optional[str] = None
     precision: str = "fp32"
     passes: int = 1  # end-to-end passes over the networks; measured_ms is each network's median
@@ -167,6 +170,7 @@ class _Measured:
     load_avg: List[float]  # 1-min load: blocks (highest seen), networks, after
     cache_share_mb: List[float]  # probed before each pass and after the last (our own timings only)
     warnings: List[str]  # why the machine counted as busy
+    measured_here: bool = True  # the timings were taken on this machine (else the local load does not judge them)
 
     @property
     def busy(self) -> bool:
@@ -292,9 +296,10 @@ def _both_statistics(both: List[Tuple[float, float]], passes: int, n: int) -> Tu
 
 
 def _measure_networks(specs: List[Any], harness: _Harness, measure_network: Optional[Callable[[Any], float]],
-                      passes: int, progress: Optional[bool], block_load: float) -> _Measured:
+                      passes: int, progress: Optional[bool], block_load: float, here: bool) -> _Measured:
     """Step 2: time every network end to end in ``passes`` (with the caller's ``measure_network``
-    if given, else with the harness, probing the CPU cache our own timings run in)."""
+    if given, else with the harness, probing the CPU cache our own timings run in). The load is
+    recorded either way; it makes the run busy only when the timings were taken ``here``."""
     loads = [block_load, load_average()]
     if measure_network is not None:  # the caller's timings: this machine's cache says nothing about them
         per_pass, shares = _run_passes(specs, measure_network, passes, progress, probe=False)
@@ -309,8 +314,8 @@ def _measure_networks(specs: List[Any], harness: _Harness, measure_network: Opti
     run_spread = float(np.median(spreads)) if spreads else float("nan")
     median_ms, min_ms = _both_statistics(both, passes, len(specs))
     return _Measured(ms=measured, pass_spread=pass_spread, run_spread=run_spread, median_ms=median_ms,
-                     min_ms=min_ms, load_avg=loads, cache_share_mb=shares,
-                     warnings=busy_reasons(loads, run_spread, harness.threads))
+                     min_ms=min_ms, load_avg=loads, cache_share_mb=shares, measured_here=here,
+                     warnings=busy_reasons(loads if here else [], run_spread, harness.threads))
 
 
 def _fit(est: EstimateResult, measured: np.ndarray, earlier) -> _Fit:
@@ -352,7 +357,7 @@ def _calibration_meta(calibration: Calibration, kept: List[Dict[str, Any]], nets
     return {**calibration.to_dict(), "space": space.name, "statistic": harness.statistic,
             "precision": harness.precision, "seed": seed, "fitted_at": time.time(), "busy": nets.busy,
             "resolutions": [int(min(space.resolutions)), int(max(space.resolutions))],
-            "warnings": nets.warnings, "load_avg": nets.load_avg,
+            "warnings": nets.warnings, "load_avg": nets.load_avg, "measured_here": nets.measured_here,
             "cache_share_mb": float(np.median(shares)) if shares else None}
 
 
@@ -405,6 +410,7 @@ def _report(header: Dict[str, Any], space: SearchSpace, vectors: np.ndarray, est
         n_blocks=est.n_blocks.tolist(), resolutions=space.resolution(vectors).tolist(),
         weight_mb=est.weight_mb.tolist(), measured_median_ms=nets.median_ms, measured_min_ms=nets.min_ms,
         load_avg=nets.load_avg, run_spread=nets.run_spread, busy=nets.busy, warnings=nets.warnings,
+        measured_here=nets.measured_here,
         pass_spread=nets.pass_spread, cache_share_mb=nets.cache_share_mb, cache_notes=notes)
 
 
@@ -413,7 +419,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
                  build_missing: bool = True, save_calibration: bool = True, plot: Optional[str] = None,
                  progress: Optional[bool] = None, statistic: str = "median", refresh_blocks: bool = False,
                  measure_network: Optional[Callable[[Any], float]] = None,
-                 precision: str = "fp32", passes: int = 5) -> ValidationReport:
+                 precision: str = "fp32", passes: int = 5, measured_here: Optional[bool] = None) -> ValidationReport:
     """Measure ``n`` sampled networks end to end and compare with the table's estimate.
 
     ``precision``: the backend precision blocks and networks run in (e.g. ``bf16`` on OpenVINO); a
@@ -424,6 +430,10 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     into the calibration's error. On ONNX Runtime / OpenVINO each network is exported once and
     every pass times it in a fresh session (the export costs seconds, the timing a fraction).
     ``measure_network``: times one :class:`~gpunet.spec.NetworkSpec` instead of the harness (ms).
+    ``measured_here``: whether the network timings are taken on this machine, so that its load
+    average may mark the run busy (a busy run's networks are left out of later calibrations).
+    Default: True for the harness, False for a ``measure_network`` (a remote device, a model);
+    pass True for a caller's timer that runs on this machine.
     """
     from ...latency import device_fingerprint
 
@@ -439,8 +449,9 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         est = LatencyEstimator(table, space, precision=precision, fill="error", calibration=False,
                                statistic=statistic).estimate(vectors)
         stored, stored_share = _stored_calibration(table, statistic, precision)
+        here = measure_network is None if measured_here is None else bool(measured_here)
         nets = _measure_networks([space.decode(v) for v in vectors], harness, measure_network, passes, progress,
-                                 block_load)
+                                 block_load, here)
         fit = _fit_and_store(table, space, vectors, est, nets, harness, seed, save_calibration)
         device_id = table.device_id
     header = dict(lut=lut_path, backend=backend, device_id=device_id, space=space.name, n=n, seed=seed,
