@@ -26,6 +26,10 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.delenv("GPUNET_REGISTRY", raising=False)
     monkeypatch.delenv("GPUNET_WEIGHTS_MANIFEST", raising=False)
     monkeypatch.delenv("GPUNET_OFFLINE", raising=False)
+    # tests of logic must not depend on how loaded the machine is (a busy run is left out of
+    # calibrations): the load probe reads 0, here and in subprocesses; tests of the busy path pin
+    # their own value (monkeypatch of the module's load_average, or this variable)
+    monkeypatch.setenv("GPUNET_LOAD_AVERAGE", "0")
     return home
 
 

@@ -16,16 +16,6 @@ from gpunet.search.lut import LatencyTable, network_blocks, spec_blocks
 from gpunet.search.lut.validate import plot_validation, validate_lut
 
 
-@pytest.fixture(autouse=True)
-def quiet_machine(monkeypatch):
-    """These are tests of logic: the machine's real load average must not decide whether a run
-    counts as busy (a busy run is left out of later fits). The busy rule itself is tested on its
-    own (``busy_reasons`` below)."""
-    import gpunet.search.lut.validate as validate
-
-    monkeypatch.setattr(validate, "load_average", lambda: 0.0)
-
-
 def _tiny():
     small = SearchSpace.small()
     return SearchSpace(stages=small.stages, resolutions=(32,), tail_channels=64, num_classes=10, name="tiny")
@@ -204,6 +194,19 @@ def test_a_callers_measurer_is_judged_by_the_local_load_only_when_it_times_here(
         cal = t.get_meta("calibration")
     assert sorted({(e["seed"], e["busy"]) for e in kept}) == [(3, False), (4, True), (5, False)]
     assert cal["n"] == 16 and cal["measured_here"] is False and not again.busy  # seed 4's busy run left out
+
+
+def test_the_load_probe_reads_the_os_unless_pinned(monkeypatch):
+    """$GPUNET_LOAD_AVERAGE replaces the OS's figure (a container sees its host's; the suite pins 0)."""
+    from gpunet.latency.machine import load_average
+
+    monkeypatch.setenv("GPUNET_LOAD_AVERAGE", "3.5")
+    assert load_average() == 3.5
+    monkeypatch.setenv("GPUNET_LOAD_AVERAGE", "high")
+    with pytest.raises(ValueError, match="GPUNET_LOAD_AVERAGE='high': expected a number"):
+        load_average()
+    monkeypatch.delenv("GPUNET_LOAD_AVERAGE")
+    assert load_average() >= 0.0  # the OS's figure
 
 
 def test_busy_machine_is_named_not_mixed_in():

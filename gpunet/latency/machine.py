@@ -14,7 +14,7 @@ import os
 import statistics
 from typing import List, Optional
 
-__all__ = ["load_average", "busy_load_limit", "busy_reasons", "cache_notes", "BUSY_LOAD_MARGIN", "BUSY_SPREAD",
+__all__ = ["load_average", "LOAD_AVERAGE_ENV", "busy_load_limit", "busy_reasons", "cache_notes", "BUSY_LOAD_MARGIN", "BUSY_SPREAD",
            "CACHE_SHARE_RATIO"]
 
 #: a machine counts as busy when the 1-minute load average exceeds the measuring threads by this
@@ -30,8 +30,20 @@ BUSY_SPREAD = 0.15
 CACHE_SHARE_RATIO = 1.5
 
 
+#: environment variable that replaces the OS's load average: a container sees its host's, and a
+#: test of logic must not depend on the machine it runs on (tests set it to 0)
+LOAD_AVERAGE_ENV = "GPUNET_LOAD_AVERAGE"
+
+
 def load_average() -> float:
-    """The 1-minute load average (NaN where the OS has none)."""
+    """The 1-minute load average (NaN where the OS has none), or ``$GPUNET_LOAD_AVERAGE`` when set."""
+    pinned = os.environ.get(LOAD_AVERAGE_ENV)
+    if pinned is not None and pinned.strip():
+        try:
+            return float(pinned)
+        except ValueError:
+            raise ValueError(f"{LOAD_AVERAGE_ENV}={pinned!r}: expected a number (the 1-minute load average "
+                             f"to assume), or unset it to read the OS's") from None
     try:
         return float(os.getloadavg()[0])
     except (AttributeError, OSError):
