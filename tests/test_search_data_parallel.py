@@ -146,6 +146,6 @@ def test_data_parallel_resumes_both_ranks_from_the_engine_checkpoint(pool, digit
         ck = _last_checkpoint(work)
         assert ck["epoch"] == 1 and ck["world_size"] == 2 and len(ck["history"]) == 2
         assert ck["num_updates"] == 2 * (math.ceil(10 * N_TRAIN / 2) // BATCH)
-        _wait(lambda: ray.available_resources().get("CPU", 0) == 2, 30, "the actors and placement group to go")
+        _wait(lambda: ray.available_resources().get("CPU", 0) == 2, 120, "the actors and placement group to go")
     finally:
         ray.shutdown()

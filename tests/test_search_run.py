@@ -245,7 +245,7 @@ def test_ray_search_survives_killed_worker_and_killed_head(pool, tmp_path, heads
           "the retried trial's journal line", head)
     os.killpg(head.pid, signal.SIGKILL)
     head.wait()
-    _wait(lambda: _process_group_gone(head.pid), 30, "the head's process group to exit")
+    _wait(lambda: _process_group_gone(head.pid), 90, "the head's process group to exit")
     before = Path(out, "results.jsonl").read_bytes()
     n_before = len(_lines(out))
     assert 3 <= n_before < 8

@@ -166,9 +166,8 @@ def test_ctrl_c_exits_130_and_the_folder_resumes(pool, tmp_path):
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
-    assert "search: 1/4 evaluated" in err and "--resume" in err
-    done = len(_lines(out))
-    assert 1 <= done < 4
+    done = len(_lines(out))  # usually 1; a loaded machine may finish another before SIGINT lands
+    assert 1 <= done < 4 and f"search: {done}/4 evaluated" in err and "--resume" in err
     r = subprocess.run(args + ["--resume", "--quiet", "--json"], env=_env(), capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
