@@ -92,6 +92,17 @@ def atomic_dir(path: PathLike) -> Iterator[str]:
         raise
 
 
+def sha256_file(path: PathLike) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def fsync_dir(directory: PathLike) -> None:
     """Flush a directory's entries (a create or rename in it) to disk; a no-op where the OS cannot."""
     try:

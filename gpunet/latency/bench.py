@@ -27,7 +27,7 @@ from ..export.onnx import export_onnx_proto
 from ..hub import resolve_model_input
 from .fingerprint import device_fingerprint, fingerprint_id
 
-__all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_runner", "summarize"]
+__all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_runner", "ort_callable", "summarize"]
 
 #: backend -> precisions it can be asked for (subject to the hardware, checked at run time).
 PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
@@ -110,7 +110,9 @@ def _torch_runner(model: nn.Module, x: torch.Tensor, precision: str, threads: Op
     return run
 
 
-def _ort_runner(proto, x: np.ndarray, threads: Optional[int]) -> Callable[[], Any]:
+def ort_callable(graph: Any, threads: Optional[int]) -> Callable[[np.ndarray], np.ndarray]:
+    """ONNX Runtime CPU session (all graph optimisations, ``threads`` intra-op) over a ``ModelProto``
+    or an ``.onnx`` file, as ``f(x) -> first output``: what ``benchmark`` times and deploy runs."""
     ort = require("onnxruntime", "onnx", "The onnxruntime backend")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -118,9 +120,15 @@ def _ort_runner(proto, x: np.ndarray, threads: Optional[int]) -> Callable[[], An
     if threads is not None:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: x}
-    return lambda: sess.run(None, feed)[0]
+    source = os.fspath(graph) if isinstance(graph, (str, os.PathLike)) else graph.SerializeToString()
+    sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]
+
+
+def _ort_runner(proto, x: np.ndarray, threads: Optional[int]) -> Callable[[], Any]:
+    run = ort_callable(proto, threads)
+    return lambda: run(x)
 
 
 def _openvino_runner(proto, x: np.ndarray, precision: str, threads: Optional[int]) -> Callable[[], Any]:

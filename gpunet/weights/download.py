@@ -8,7 +8,6 @@ makes two processes fetching the same file end with one good copy.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import logging
 import os
@@ -19,6 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Optional, Tuple
 
+from .._io import sha256_file
 from ..errors import GPUNetError
 
 
@@ -49,14 +49,6 @@ def show_progress(progress: Optional[bool]) -> bool:
     if progress is None:
         return bool(getattr(sys.stderr, "isatty", lambda: False)())
     return progress
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _progress_bar(total: Optional[int], initial: int, desc: str, enabled: bool):

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..._checks import ArgumentError, argument_error, non_negative_int, one_of, positive_int
+from ..._io import sha256_file
 from ...errors import GPUNetError
 from ..pool import Pool
 from .journal import INFRA_NAME, JOURNAL_NAME, Journal, candidate_id
@@ -93,16 +94,6 @@ class SearchSettings:
     def by_groups(self) -> bool:
         """True when the run searches several latency groups (``"all"`` or a list), one lane each."""
         return isinstance(self.group, (str, list, tuple))
-
-
-def _sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_candidates(settings: SearchSettings) -> Pool:
@@ -222,7 +213,7 @@ class SearchDriver:
     def __init__(self, settings: SearchSettings, resume: bool = False,
                  progress: Optional[Callable[[Dict[str, Any]], None]] = None):
         self.settings = settings
-        settings.pool_sha256 = settings.pool_sha256 or _sha256(settings.pool)
+        settings.pool_sha256 = settings.pool_sha256 or sha256_file(settings.pool)
         self.out = os.path.abspath(settings.out)
         self.progress = progress
         groups = candidate_groups(settings)
@@ -455,7 +446,7 @@ def run_search(settings: SearchSettings, resume: bool = False,
     from .lock import SearchLock
 
     check_settings(settings)
-    settings.pool_sha256 = _sha256(settings.pool)
+    settings.pool_sha256 = sha256_file(settings.pool)
     os.makedirs(settings.out, exist_ok=True)
     with SearchLock(settings.out):
         driver = SearchDriver(settings, resume=resume, progress=progress)

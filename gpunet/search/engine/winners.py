@@ -18,7 +18,6 @@ falls inside the latency group it was searched in.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -192,7 +191,7 @@ def _metrics(entry: Dict[str, Any]) -> Dict[str, Any]:
 def _write_folder(entry: Dict[str, Any], name: str, registry_file: str) -> None:
     """Write the winner as a timm / Hugging Face model folder beside the registry (``models/<name>/``,
     relocatable: ``timm.create_model("local-dir:...")``) and point the entry at it."""
-    from ..._io import atomic_dir
+    from ..._io import atomic_dir, sha256_file
     from ...checkpoint import load_checkpoint
     from ...folders import WEIGHTS_NAME, save_pretrained
     from ...model import build_model, gpunet_pretrained_cfg
@@ -209,12 +208,9 @@ def _write_folder(entry: Dict[str, Any], name: str, registry_file: str) -> None:
     with atomic_dir(dest) as tmp:
         save_pretrained(model, tmp, metrics=_metrics(entry), registry=Registry(),
                         weights=f"the checkpoint of search winner `{name}` ({entry['source']})")
-        digest = hashlib.sha256()
-        with open(os.path.join(tmp, WEIGHTS_NAME), "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        digest = sha256_file(os.path.join(tmp, WEIGHTS_NAME))
     entry["search"]["checkpoint"] = entry["checkpoint"]
-    entry.update(checkpoint=f"{rel}/{WEIGHTS_NAME}", checkpoint_sha256=digest.hexdigest(), folder=rel)
+    entry.update(checkpoint=f"{rel}/{WEIGHTS_NAME}", checkpoint_sha256=digest, folder=rel)
 
 
 # ------------------------------------------------------------------------------ registry + latency
