@@ -30,6 +30,7 @@ _LAZY = {
     "evaluate": ".train",
     "quantize": ".export.quantize",
     "save_pretrained": ".folders", "push_folder": ".folders",
+    "load_deployed": ".deploy",
 }
 
 __all__ = [

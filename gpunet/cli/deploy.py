@@ -1,4 +1,5 @@
-"""``gpunet export | bench | plot``: deploy a model, measure it, and draw accuracy vs latency."""
+"""``gpunet export | bench | quantize | plot | deploy``: export a model, measure it, draw accuracy vs
+latency, and deploy the best model for a latency budget measured on this machine."""
 from __future__ import annotations
 
 import argparse
@@ -74,6 +75,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--search", action="store_true",
                    help="also draw the search winners tiered on each device (gpunet search export --pareto)")
     p.set_defaults(handler=cmd_plot)
+
+    p = sub.add_parser("deploy", help="from a latency budget to a verified artifact measured on this machine")
+    p.add_argument("--max-latency-ms", type=float, required=True, help="budget: measured p50 at --batch-size")
+    p.add_argument("--out", required=True, help="folder to write (atomically; nothing when no candidate fits)")
+    p.add_argument("--device", default=None, help="device id the results are saved under (default: from the CPU)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--models", default=None, help="comma-separated hub names (default: those that could fit)")
+    group.add_argument("--all", dest="all_models", action="store_true", help="measure every hub model")
+    p.add_argument("--backends", default=None, help="comma-separated: onnxruntime,openvino,tensorrt (default all)")
+    p.add_argument("--precisions", default=None, help="comma-separated: fp32,bf16,fp16,int8 (default all the "
+                                                      "machine runs; int8 only with --calib-dir)")
+    p.add_argument("--calib-dir", default=None, help="INT8 calibration images (ImageFolder or flat folder)")
+    p.add_argument("--calib-size", type=int, default=300, help="calibration images used (default 300)")
+    p.add_argument("--val-dir", default=None, help="labelled images (ImageFolder): top-1 of every path")
+    p.add_argument("--max-drop", type=float, default=1.0, help="largest INT8 top-1 drop, in points (default 1)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--resolution", "--img-size", dest="resolution", type=int, default=None,
+                   help="input side in px (default: each model's own)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all usable cores)")
+    p.add_argument("--rounds", type=int, default=5, help="timing rounds; each times one block per path")
+    p.add_argument("--block", type=int, default=10, help="consecutive timed runs per block")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs before each path's first block")
+    p.add_argument("--pause", type=float, default=0.2, help="seconds between blocks")
+    p.add_argument("--json", action="store_true", help="one JSON document: the decision and the measured table")
+    p.set_defaults(handler=cmd_deploy)
 
 
 def _model(name: str, checkpoint: str = None):
@@ -214,4 +240,60 @@ def cmd_quantize(args) -> int:
               f"{report.agreement:.2f}% of images")
     else:
         print("no --val-dir: accuracy not checked")
+    return 0
+
+
+def _deploy_rows(paths):
+    f = lambda v, spec=".2f": "-" if v is None else format(v, spec)  # noqa: E731
+    return [(p.model, p.backend, p.precision, f(p.p50_ms), f(p.p90_ms), f(p.registry_top1, "g"), f(p.top1),
+             f(p.drop, "+.2f"), "CHOSEN" if p.chosen else (p.reason or p.status)) for p in paths]
+
+
+def _deploy_table(paths) -> str:
+    return format_table(_deploy_rows(paths), ["model", "backend", "precision", "p50 ms", "p90 ms", "top-1",
+                                              "val top-1", "drop", "status"], align="lllrrrrrl")
+
+
+def cmd_deploy(args) -> int:
+    from gpunet.deploy import NoFitError, Timing, deploy
+    from gpunet.latency.machine import load_average
+
+    for flag in ("rounds", "block", "warmup"):
+        if getattr(args, flag) < (0 if flag == "warmup" else 1):
+            raise ValueError(f"--{flag} must be {'>= 0' if flag == 'warmup' else 'a positive integer'}, "
+                             f"got {getattr(args, flag)}")
+    if args.pause < 0:
+        raise ValueError(f"--pause must be >= 0, got {args.pause}")
+    timing = Timing(rounds=args.rounds, block=args.block, warmup=args.warmup, pause=args.pause)
+    load = load_average()
+    if not args.json:
+        print(f"load average (1 min) at start: {load:.2f}", file=sys.stderr)
+    try:
+        result = deploy(args.max_latency_ms, args.out, device=args.device, models=args.models,
+                        all_models=args.all_models, backends=args.backends, precisions=args.precisions,
+                        calib_dir=args.calib_dir, val_dir=args.val_dir, max_drop=args.max_drop,
+                        calib_size=args.calib_size, batch_size=args.batch_size, resolution=args.resolution,
+                        threads=args.threads, timing=timing, progress=sys.stderr.isatty() and not args.json)
+    except NoFitError as e:
+        if args.json:
+            print_json({"error": str(e), "fastest": e.fastest.to_dict() if e.fastest else None,
+                        "max_latency_ms": args.max_latency_ms, "load_average_start": load,
+                        "paths": [p.to_dict() for p in e.paths]})
+        else:
+            print(_deploy_table(e.paths))
+        raise
+    if args.json:
+        print_json(dict(result.to_dict(), load_average_start=load))
+        return 0
+    info, chosen = result.info, result.decision.chosen
+    print(f"device {result.device}: {info['fingerprint'].get('cpu')}, {info['threads']} threads, batch "
+          f"{info['batch_size']}, load average {chosen.load_average}")
+    print(_deploy_table(result.decision.paths))
+    print(f"chosen: {chosen.model} on {chosen.backend} {chosen.precision}, p50 {chosen.p50_ms:.2f} ms "
+          f"(budget {args.max_latency_ms:g} ms)")
+    print(f"wrote {result.out}; load it with gpunet.load_deployed({args.out!r})")
+    if result.saved:
+        device, registry = result.saved[0]
+        print(f"saved {len([p for p in result.decision.paths if p.timed])} tiers for device {device!r} in {registry}; "
+              f"try: gpunet query --gpu {device}")
     return 0

@@ -1,0 +1,122 @@
+"""Run a deploy path: one callable per backend over an in-memory graph or the artifact's files,
+fixed-batch chunking, and the image preprocessing recorded in ``deploy.json``.
+
+The same callables are timed by :mod:`gpunet.deploy.measure` and returned (through the
+artifact's files) by :func:`gpunet.deploy.load_deployed`, so what was measured is what runs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+from ..latency.bench import ort_callable
+
+__all__ = ["cpu_graph", "ort_callable", "openvino_callable", "path_callable", "run_batched", "usable_threads",
+           "preprocess_images", "image_transform"]
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def usable_threads() -> int:
+    """Every core this process may use (what :func:`gpunet.benchmark` uses by default)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_graph(int8_proto):
+    """A copy of an INT8 QDQ graph with NNCF's uint8 activations back, for x86 CPU runtimes."""
+    from ..export.quantize import cpu_activations
+
+    proto = type(int8_proto)()
+    proto.CopyFrom(int8_proto)
+    cpu_activations(proto)
+    return proto
+
+
+def openvino_callable(graph: Any, precision: str, threads: Optional[int]) -> Runner:
+    """OpenVINO CPU infer request over a ``ModelProto``, an ``.onnx`` or an IR ``.xml`` file.
+    ``precision`` ``int8``: the QDQ graph with the rest in bf16 where native, else fp32."""
+    from ..export.openvino import compile_openvino, openvino_precisions
+
+    if precision == "int8":
+        precision = "bf16" if "bf16" in openvino_precisions() else "fp32"
+    compiled = compile_openvino(os.fspath(graph) if isinstance(graph, (str, os.PathLike)) else graph,
+                                precision, threads)
+    request = compiled.create_infer_request()
+    out = compiled.output(0)
+    return lambda x: np.asarray(request.infer({0: x})[out])
+
+
+def path_callable(backend: str, precision: str, graph: Any, threads: Optional[int]) -> Runner:
+    """The callable for ``backend`` / ``precision`` (``graph``: proto or file)."""
+    if backend == "onnxruntime":
+        return ort_callable(graph, threads)
+    if backend == "openvino":
+        return openvino_callable(graph, precision, threads)
+    raise ValueError(f"backend {backend!r} cannot be run by gpunet deploy (onnxruntime or openvino)")
+
+
+def run_batched(run: Runner, x: np.ndarray, batch: int) -> np.ndarray:
+    """``run`` takes exactly ``batch`` images: feed ``x`` (N, C, H, W) in chunks, the last padded."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    outs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        outs.append(np.asarray(run(chunk))[:n])
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+def image_transform(preprocessing: Dict[str, Any]):
+    """The eval transform (resize, centre crop, normalise) of a ``deploy.json`` ``preprocessing``."""
+    from ..train.data import eval_transform
+
+    cfg = dict(preprocessing)
+    cfg["input_size"] = tuple(cfg["input_size"])
+    cfg["mean"], cfg["std"] = tuple(cfg["mean"]), tuple(cfg["std"])
+    return eval_transform(cfg)
+
+
+def _from_pil(img, transform) -> np.ndarray:
+    return transform(img.convert("RGB")).numpy().astype(np.float32)
+
+
+def _one(item: Any, transform, chw: Sequence[int]) -> np.ndarray:
+    """(N, C, H, W) float32 from one PIL image, HWC / NHWC uint8 array, or preprocessed CHW / NCHW."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return _from_pil(item, transform)[None]
+    if type(item).__module__.startswith("torch"):
+        item = item.detach().cpu().float().numpy()
+    a = np.asarray(item)
+    if a.dtype == np.uint8:
+        if a.ndim == 3 and a.shape[-1] in (1, 3, 4):
+            return _from_pil(Image.fromarray(a if a.shape[-1] != 1 else a[..., 0]), transform)[None]
+        if a.ndim == 4 and a.shape[-1] in (1, 3, 4):
+            return np.concatenate([_one(row, transform, chw) for row in a])
+        raise ValueError(f"images: a uint8 array must be HWC or NHWC with 1, 3 or 4 channels, got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise TypeError(f"images: expected PIL images, uint8 HWC arrays or preprocessed float CHW / NCHW tensors, "
+                        f"got {a.dtype} array of shape {a.shape}")
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or tuple(a.shape[1:]) != tuple(chw):
+        raise ValueError(f"images: a float tensor must be preprocessed CHW {tuple(chw)} or NCHW (N, "
+                         f"{', '.join(map(str, chw))}), got shape {tuple(a.shape)}")
+    return a.astype(np.float32)
+
+
+def preprocess_images(images: Any, transform, chw: Sequence[int]) -> np.ndarray:
+    """(N, C, H, W) float32 from one image / array / tensor or a list of them."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("images: the list is empty")
+        return np.concatenate([_one(i, transform, chw) for i in images])
+    return _one(images, transform, chw)
