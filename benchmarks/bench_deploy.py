@@ -13,7 +13,10 @@ Without --calib-dir it is calibrated on random inputs: right for speed, meaningl
 accuracy (the models here have random weights anyway; accuracy is tests/test_quantize.py's job).
 
 Targets: ONNX Runtime fp32 >= 2x eager with outputs within 1e-4 relative; the fastest backend
->= 2.5x eager (issue 4); OpenVINO INT8 >= 1.3x faster than OpenVINO bf16 (issue 13).
+>= 2.5x eager (issue 4); INT8 is offered where it is at least INT8_MIN_SPEEDUP (1.15x) faster than
+the best non-INT8 path measured on the same machine (ONNX Runtime fp32, OpenVINO fp32 / bf16), within
+1 point of top-1 (issue 23: the earlier ">= 1.3x OpenVINO bf16" was set on one CPU; it cannot hold on
+AMX for gpunet-1/2 and means nothing without native bf16). `gpunet deploy` applies the same rule.
 
     python benchmarks/bench_deploy.py                          # all seven, native resolution
     python benchmarks/bench_deploy.py --models gpunet-0 --rounds 2 --block 3 --json out.json
@@ -35,6 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import gpunet  # noqa: E402
 from gpunet.cli._fmt import format_table  # noqa: E402
+from gpunet.deploy import INT8_MIN_SPEEDUP  # noqa: E402
 from gpunet.export.onnx import export_onnx_proto, max_errors  # noqa: E402
 from gpunet.hub import resolve_model_input  # noqa: E402
 from gpunet.latency.bench import _openvino_runner, _ort_runner, _torch_runner, _torch_threads, make_runner  # noqa: E402
@@ -145,24 +149,24 @@ def main(argv=None):
         m, e = r["median_ms"], r["rel_err"]
         best = min((k for k in m if k != "eager"), key=m.get)
         ort_x, best_x = m["eager"] / m["ort"], m["eager"] / m[best]
-        ref16 = "ov_bf16" if "ov_bf16" in m else "ov_fp32"
-        i8_x = m[ref16] / m["ov_int8"] if "ov_int8" in m else None
+        best_other = min(m[k] for k in ("ort", "ov_fp32", "ov_bf16") if k in m)
+        i8_x = best_other / m["ov_int8"] if "ov_int8" in m else None
         f = lambda k: f"{m[k]:.1f}" if k in m else "-"  # noqa: E731
         rows.append([n, r["resolution"], f("eager"), f("ort"), f("ov_fp32"), f("ov_bf16"), f("ort_int8"), f("ov_int8"),
                      f"{ort_x:.2f}x", f"{best_x:.2f}x ({LABELS[best]})", f"{i8_x:.2f}x" if i8_x else "-",
                      f"{e['ort']:.1e}", f"{e['ov_fp32']:.1e}", f"{e['ov_bf16']:.1e}" if "ov_bf16" in e else "-",
                      "yes" if ort_x >= 2 and e["ort"] <= 1e-4 else "no", "yes" if best_x >= 2.5 else "no",
-                     ("yes" if i8_x >= 1.3 else "no") if i8_x else "-"])
+                     ("yes" if i8_x >= INT8_MIN_SPEEDUP else "no") if i8_x else "-"])
         print(f"{n}: " + ", ".join(f"{LABELS[k]} {v:.1f} ms" for k, v in m.items()) + f"; load {_load()}",
               file=sys.stderr, flush=True)
-    vs = "bf16" if bf16 else "fp32"
+    vs = "best non-int8"
     print(format_table(rows, ["model", "res", "eager ms", "ORT ms", "OV fp32 ms", "OV bf16 ms", "ORT int8 ms",
                               "OV int8 ms", "ORT/eager", "best/eager", f"int8 vs {vs}", "ORT rel err", "OV fp32 err",
-                              "OV bf16 err", "ORT>=2x", "best>=2.5x", "int8>=1.3x"],
+                              "OV bf16 err", "ORT>=2x", "best>=2.5x", f"int8>={INT8_MIN_SPEEDUP}x"],
                        align="lrrrrrrrrlrrrrlll"))
     if not args.no_int8:
-        print(f"# int8: NNCF QDQ, calibrated on {results[0].get('calibration')}; 'int8 vs {vs}' = OV {vs} ms / "
-              f"OV int8 ms")
+        print(f"# int8: NNCF QDQ, calibrated on {results[0].get('calibration')}; 'int8 vs {vs}' = the fastest of "
+              f"ORT fp32 / OV fp32 / OV bf16 ms / OV int8 ms (offered at >= {INT8_MIN_SPEEDUP}x)")
     print(f"# load average (1/5/15 min) at end {_load()}; {time.perf_counter() - start:.0f} s in all "
           f"(other processes share these cores)")
     if args.json:
