@@ -11,20 +11,12 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from ..latency.bench import ort_callable
+from ..latency.bench import ort_callable, usable_threads
 
 __all__ = ["cpu_graph", "ort_callable", "openvino_callable", "path_callable", "run_batched", "usable_threads",
            "preprocess_images", "image_transform"]
 
 Runner = Callable[[np.ndarray], np.ndarray]
-
-
-def usable_threads() -> int:
-    """Every core this process may use (what :func:`gpunet.benchmark` uses by default)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def cpu_graph(int8_proto):

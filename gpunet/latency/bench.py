@@ -27,7 +27,8 @@ from ..export.onnx import export_onnx_proto
 from ..hub import resolve_model_input
 from .fingerprint import device_fingerprint, fingerprint_id
 
-__all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_runner", "ort_callable", "summarize"]
+__all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_runner", "ort_callable", "summarize",
+           "usable_threads"]
 
 #: backend -> precisions it can be asked for (subject to the hardware, checked at run time).
 PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
@@ -77,14 +78,19 @@ def summarize(times_ms: Sequence[float]) -> Dict[str, float]:
             "max_ms": float(a.max())}
 
 
+def usable_threads() -> int:
+    """Every core this process may use (its CPU affinity; the core count where the OS has none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _resolve_threads(threads: Optional[int], backend: str) -> Optional[int]:
     if backend == "tensorrt":
         return None
     if threads is None:  # all cores this process may use, set explicitly so every backend gets the same
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:
-            return os.cpu_count() or 1
+        return usable_threads()
     return positive_int(threads, "threads")
 
 
