@@ -119,17 +119,14 @@ def fsync_dir(directory: PathLike) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: PathLike) -> Iterator[None]:
-    """Exclusive inter-process lock on ``path + '.lock'`` (blocks until free)."""
-    import fcntl
+    """Exclusive inter-process lock on ``path + '.lock'`` (blocks until free), through ``filelock``
+    (fcntl on POSIX, msvcrt on Windows)."""
+    from filelock import FileLock
 
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    with FileLock(path + ".lock"):
+        yield
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
