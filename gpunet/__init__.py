@@ -3,7 +3,7 @@
     import gpunet
     gpunet.query(max_latency_ms=1.0, gpu="gv100")      # model cards, best top-1 first
     model = gpunet.get_model("gpunet-1", gpu="gv100")   # nn.Module
-    timm.create_model("gpunet_0")                      # registered on import
+    timm.create_model("gpunet_0")                      # registered when timm is imported
     gpunet.save_pretrained(model, "out/")               # a folder timm reads: timm.create_model("local-dir:out/")
 
 Heavy, optional parts (export, TensorRT, search, training) load on first use.
@@ -11,18 +11,17 @@ Heavy, optional parts (export, TensorRT, search, training) load on first use.
 from __future__ import annotations
 
 from ._lazy import lazy_getattr
-from .checkpoint import CheckpointError, load_checkpoint
-from .hub import get_model, load_spec
-from .model import GPUNet, build_model
+from ._timm_hook import register_when_timm_loads
+from ._version import __version__
 from .registry import ModelCard, UnknownNameError, list_devices, list_models, query
 from .spec import LayerSpec, NetworkSpec, SpecError, save_spec
-from . import timm_models as _timm_models  # noqa: F401  (registers gpunet_* with timm)
 
-__version__ = "0.1.0"
-
-# name -> module that defines it; imported on first attribute access so `import gpunet`
-# never pulls in onnx, onnxruntime, tensorrt, ray, optuna or matplotlib.
+# name -> module that defines it; imported on first attribute access so `import gpunet` (and
+# `gpunet --help`) pulls in neither torch nor timm, nor onnx, onnxruntime, tensorrt, ray, optuna
+# or matplotlib.
 _LAZY = {
+    "get_model": ".hub", "load_spec": ".hub", "GPUNet": ".model", "build_model": ".model",
+    "CheckpointError": ".checkpoint", "load_checkpoint": ".checkpoint",
     "export_onnx": ".export", "export_openvino": ".export", "build_engine": ".export",
     "benchmark": ".latency", "BenchmarkResult": ".latency", "device_fingerprint": ".latency",
     "save_tiers": ".latency", "plot_pareto": ".plot",
@@ -41,3 +40,5 @@ __all__ = [
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY, globals())
+
+register_when_timm_loads(f"{__name__}.timm_models")  # timm.create_model("gpunet_0") once timm is imported
