@@ -4,8 +4,9 @@ Every error gpunet raises on purpose (a malformed file, an unknown name, a faile
 subclasses :class:`GPUNetError` as well as the builtin it always was (``SpecError`` is
 still a ``ValueError``), so existing ``except ValueError`` code keeps working. The
 ``gpunet`` command prints these as one line; anything else is a bug and keeps its
-traceback. ``exit_code`` is what the command exits with: 2 for input the user can fix
-(a malformed spec / registry / manifest / weights file), 1 for everything else.
+traceback. ``exit_code`` is what the command exits with: 3 for input the user can fix
+(a malformed spec / registry / manifest / weights file), 1 for everything else; an error that
+names an argument exits 2, as argparse's usage errors (``gpunet.cli.EXIT_CODES``).
 """
 from __future__ import annotations
 
@@ -21,4 +22,4 @@ class GPUNetError(Exception):
 class BadInputError(GPUNetError):
     """A file or object the user gave is malformed; the message names the file and the entry."""
 
-    exit_code = 2
+    exit_code = 3

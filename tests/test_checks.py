@@ -42,7 +42,7 @@ def test_the_cli_names_the_flag_where_the_library_names_the_argument(tmp_path, c
     assert main(["sample", "--space", "small", "--n", "8", "--groups", "0", "--lut", str(tmp_path / "none.lut"),
                  "--out", str(tmp_path / "p.npz")]) == 1  # the table is missing: said before groups matter
     assert "does not exist" in capsys.readouterr().err
-    assert main(["sample", "--space", "small", "--n", "8", "--out", str(tmp_path / "p.npz"), "--groups", "0"]) == 1
+    assert main(["sample", "--space", "small", "--n", "8", "--out", str(tmp_path / "p.npz"), "--groups", "0"]) == 2
     assert "gpunet sample: error: --groups must be a positive integer, got 0" in capsys.readouterr().err
     assert main(["search", "run", "--pool", str(tmp_path / "missing.npz"), "--evaluator", "synthetic",
                  "--algorithm", "random", "--budget", "1", "--out", str(tmp_path / "s"), "--engine", "local"]) == 1

@@ -138,7 +138,7 @@ def test_not_a_pool_and_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(PoolError, match="not a pool .npz"):
         Pool.load(text)
     assert cli_main(["search", "run", "--pool", str(text), "--evaluator", "synthetic", "--algorithm", "random",
-                     "--budget", "1", "--engine", "local", "--out", str(tmp_path / "s")]) == 2  # a bad file
+                     "--budget", "1", "--engine", "local", "--out", str(tmp_path / "s")]) == 3  # a bad file
     err = capsys.readouterr().err
     assert "notes.npz: not a pool .npz" in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "s" / "search.json")

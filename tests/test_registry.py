@@ -170,6 +170,6 @@ def test_cli_corrupt_registry_is_one_line_exit_2(isolated_home, capsys):
 
     with open(user_registry_path(), "w") as f:
         f.write('{"models": {')
-    assert main(["list"]) == 2
+    assert main(["list"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and user_registry_path() in err[0] and "not valid JSON" in err[0]

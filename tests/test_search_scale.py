@@ -201,7 +201,7 @@ def test_repair_moves_a_corrupt_line_and_nothing_else(pool, tmp_path, capsys):
     path = Path(s.out, "results.jsonl")
     good = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(good[0] + b'{"candidate_id": "x", "vec\n' + b"".join(good[1:]))
-    assert main(["search", "status", s.out]) == 2
+    assert main(["search", "status", s.out]) == 3  # a malformed journal line: bad input
     assert "line 2" in capsys.readouterr().err
     assert main(["search", "repair", s.out, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["moved_lines"] == [2]

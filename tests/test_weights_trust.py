@@ -225,11 +225,11 @@ def test_cli_corrupt_safetensors_and_manifest_give_one_line_errors(tmp_path, cap
     bad = tmp_path / "bad.safetensors"
     _corrupt_safetensors(bad)
     rc, _, err = _cli(capsys, "weights", "import", "gpunet-0", str(bad))
-    assert rc == 2 and len(err.strip().splitlines()) == 1 and str(bad) in err, err
+    assert rc == 3 and len(err.strip().splitlines()) == 1 and str(bad) in err, err
     (tmp_path / "m.json").write_text('{"schema": "gpunet-weights/1", "models": {')
     monkeypatch.setenv("GPUNET_WEIGHTS_MANIFEST", str(tmp_path / "m.json"))
     rc, _, err = _cli(capsys, "weights", "download", "gpunet-0")
-    assert rc == 2 and len(err.strip().splitlines()) == 1 and "m.json: not valid JSON" in err, err
+    assert rc == 3 and len(err.strip().splitlines()) == 1 and "m.json: not valid JSON" in err, err
 
 
 def test_verify_deep_reports_a_corrupt_file_and_goes_on(g0, tmp_path, capsys):

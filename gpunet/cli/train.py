@@ -97,12 +97,10 @@ def _print_epoch(stats) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import logging
     import os
 
     from gpunet.train import resolve_config, train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     cfg = resolve_config(config_file=args.config, overrides=_overrides(args))
     rank = int(os.environ.get("RANK", "0"))
     result = train(cfg, callback=None if args.json else _print_epoch)
@@ -141,7 +139,7 @@ def register(subparsers) -> None:
                               description="Train on timm's parts. Precedence: recipe < --config YAML < flags. "
                                           "Multi-GPU: torchrun --nproc_per_node N -m gpunet train ...")
     _add_train_args(p)
-    p.set_defaults(handler=_train)
+    p.set_defaults(handler=_train, log_level=20)  # logging.INFO: a training run reports its epochs by default
 
     e = subparsers.add_parser("eval", help="top-1 / top-5 on an image folder with the model card's transform")
     e.add_argument("--model", required=True, help="hub name, spec file, or timm name")
