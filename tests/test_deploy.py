@@ -315,7 +315,7 @@ def test_an_openvino_deploy_writes_the_ir_pair_and_loads_it(tmp_path):
 
     torch.manual_seed(99)
     result = deploy(10000, str(tmp_path / "ov"), models="gpunet-0", backends="openvino", precisions="fp32",
-                    resolution=RES, threads=2, timing=Timing(rounds=1, block=2, warmup=1, pause=0))
+                    resolution=RES, threads=2, timing=Timing(rounds=1, block=2, warmup=1, warmup_s=0, pause=0))
     out = tmp_path / "ov"
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "deploy.json", "model.bin", "model.xml"]
     assert set(result.info["files"]) == {"model.xml", "model.bin"} and result.info["runtime"]["openvino"]

@@ -611,3 +611,71 @@ def test_bench_int8_builds_the_qdq_graph_as_int8(with_trt, monkeypatch):
     assert rec["flags"] == ["INT8", "FP16"] and r.precision == "int8" and "random" in r.calibration
     assert seen["quantizers"]["quantize"] > 0 and seen["quantizers"]["unsigned"] == []
     assert "CUDA-graph replay" in r.timing
+
+
+# -- gpunet deploy on TensorRT: which engine each precision is built from, the engine's bytes -------
+
+
+def test_deploy_says_why_a_tensorrt_path_cannot_be_built():
+    from gpunet.deploy.measure import tensorrt_unavailable
+
+    assert tensorrt_unavailable("fp16", 10, gpu=False) == "no NVIDIA GPU on this machine"
+    assert "pip install tensorrt" in tensorrt_unavailable("fp16", None, gpu=True)
+    assert "strongly typed" in tensorrt_unavailable("bf16", 11, gpu=True)  # no bf16 graph to type it from
+    for precision, major in (("bf16", 10), ("fp16", 11), ("fp32", 11), ("int8", 11), ("int8", 10)):
+        assert tensorrt_unavailable(precision, major, gpu=True) == "", (precision, major)
+
+
+@pytest.mark.parametrize("precision, major, source", [
+    ("fp32", 10, "fp32"), ("fp16", 10, "fp32"), ("bf16", 10, "fp32"),  # TensorRT 10: builder flags lower fp32
+    ("fp16", 11, "fp16"), ("fp32", 11, "fp32"),                        # strongly typed: the graph's types decide
+    ("int8", 10, "int8"), ("int8", 11, "int8")])                       # the QDQ graph, signed activations
+def test_deploy_builds_each_tensorrt_engine_from_the_graph_its_typing_needs(precision, major, source):
+    from gpunet.deploy.measure import engine_source
+
+    assert engine_source(precision, major) == source
+
+
+@pytest.mark.parametrize("version, precision, qdq, flags", [
+    ("10.13.0.35", "fp16", None, ["FP16"]), ("10.13.0.35", "int8", "int8", ["INT8", "FP16"]),
+    ("11.1.0", "int8", "int8", [])])
+def test_deploy_engine_bytes_come_from_the_graph_through_build_engine(with_trt, tmp_path, version, precision, qdq,
+                                                                      flags):
+    from gpunet.deploy.runtime import tensorrt_engine
+
+    rec = with_trt(version)
+    proto = onnx.load(str(_conv_onnx(tmp_path / "g.onnx", qdq)))
+    assert tensorrt_engine(proto, precision) == b"serialized engine"
+    assert rec["flags"] == flags
+    assert not __import__("os").path.exists(rec["parsed"])  # the temporary ONNX file is gone
+
+
+def test_an_engine_callable_needs_cuda(with_trt):
+    with_trt("10.13.0.35")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the error on a machine without CUDA")
+    with pytest.raises(trt_mod.TensorRTUnavailable, match="no CUDA device visible"):
+        trt_mod.engine_callable(b"engine bytes")
+
+
+def test_a_tensorrt_deploy_folder_names_what_to_install(tmp_path):
+    import hashlib
+
+    from gpunet.deploy import load_deployed
+    from gpunet.deploy.artifact import DEPLOY_SCHEMA, artifact_files
+
+    if _tensorrt_installed():
+        pytest.skip("checks the error where TensorRT is missing")
+    assert artifact_files("tensorrt") == ["model.engine"]
+    (tmp_path / "model.engine").write_bytes(b"an engine built elsewhere")
+    info = {"schema": DEPLOY_SCHEMA, "model": "gpunet-0", "backend": "tensorrt", "precision": "fp16", "batch_size": 1,
+            "input_shape": [1, 3, 32, 32], "fingerprint": {"id": "elsewhere"},
+            "preprocessing": {"input_size": [3, 32, 32], "interpolation": "bicubic", "crop_pct": 1.0,
+                              "mean": [0.5] * 3, "std": [0.5] * 3},
+            "files": {"model.engine": hashlib.sha256(b"an engine built elsewhere").hexdigest()}}
+    (tmp_path / "deploy.json").write_text(json.dumps(info))
+    with pytest.warns(RuntimeWarning, match="fingerprint"):
+        with pytest.raises(trt_mod.TensorRTUnavailable, match="pip install tensorrt"):
+            load_deployed(tmp_path)

@@ -97,6 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=5, help="timing rounds; each times one block per path")
     p.add_argument("--block", type=int, default=10, help="consecutive timed runs per block")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before each path's first block")
+    p.add_argument("--warmup-s", type=float, default=2.0,
+                   help="and at least this many seconds of them (default 2; large networks warm up slowly)")
     p.add_argument("--pause", type=float, default=0.2, help="seconds between blocks")
     p.add_argument("--json", action="store_true", help="one JSON document: the decision and the measured table")
     p.set_defaults(handler=cmd_deploy)
@@ -262,9 +264,11 @@ def cmd_deploy(args) -> int:
         if getattr(args, flag) < (0 if flag == "warmup" else 1):
             raise ValueError(f"--{flag} must be {'>= 0' if flag == 'warmup' else 'a positive integer'}, "
                              f"got {getattr(args, flag)}")
-    if args.pause < 0:
-        raise ValueError(f"--pause must be >= 0, got {args.pause}")
-    timing = Timing(rounds=args.rounds, block=args.block, warmup=args.warmup, pause=args.pause)
+    for flag in ("pause", "warmup_s"):
+        if getattr(args, flag) < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    timing = Timing(rounds=args.rounds, block=args.block, warmup=args.warmup, warmup_s=args.warmup_s,
+                    pause=args.pause)
     load = load_average()
     if not args.json:
         print(f"load average (1 min) at start: {load:.2f}", file=sys.stderr)

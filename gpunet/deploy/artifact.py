@@ -31,11 +31,18 @@ class ArtifactError(BadInputError, ValueError):
 
 
 def artifact_files(backend: str) -> List[str]:
-    return ["model.xml", "model.bin"] if backend == "openvino" else ["model.onnx"]
+    """The files a deploy on ``backend`` writes, the one its runtime opens first."""
+    return {"openvino": ["model.xml", "model.bin"], "tensorrt": ["model.engine"]}.get(backend, ["model.onnx"])
 
 
 def _write_graph(folder: str, backend: str, graph) -> str:
-    """The artifact file(s) of ``graph`` in ``folder``; returns the file a runtime opens."""
+    """The artifact file(s) of ``graph`` (TensorRT: the measured engine's bytes) in ``folder``;
+    returns the file a runtime opens."""
+    if backend == "tensorrt":
+        path = os.path.join(folder, "model.engine")
+        with open(path, "wb") as f:
+            f.write(graph)
+        return path
     onnx_path = os.path.join(folder, "model.onnx")
     if backend != "openvino":
         with open(onnx_path, "wb") as f:

@@ -20,7 +20,8 @@ from .choose import MeasuredPath
 from .runtime import cpu_graph, path_callable, run_batched
 
 __all__ = ["Timing", "ModelRun", "plan_paths", "known_best_ms", "measure_model", "time_blocks", "data_config",
-           "graph_for", "DEPLOY_PRECISIONS"]
+           "graph_for", "DEPLOY_PRECISIONS",
+           "tensorrt_unavailable", "engine_source"]
 
 #: what each backend can be asked for by ``gpunet deploy`` (subject to this machine)
 DEPLOY_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
@@ -30,11 +31,14 @@ DEPLOY_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16
 @dataclass
 class Timing:
     """How paths are timed: ``rounds`` rounds of one ``block``-run block per path (order rotating),
-    ``warmup`` untimed runs before each path's first block, ``pause`` seconds between blocks."""
+    ``warmup`` untimed runs before each path's first block, and at least ``warmup_s`` seconds of
+    them (a large network on OpenVINO bf16 was still 30 % slow after 3 runs: gpunet-d1 37 ms vs
+    29 ms steady, benchmarks/bench_deploy_budgets.py), ``pause`` seconds between blocks."""
 
     rounds: int = 5
     block: int = 10
     warmup: int = 3
+    warmup_s: float = 2.0
     pause: float = 0.2
 
 
@@ -47,7 +51,7 @@ class ModelRun:
     input_shape: Tuple[int, ...]
     spec_sha256: Optional[str]
     preprocessing: Dict[str, Any]
-    graphs: Dict[str, Any] = field(default_factory=dict)  # "fp32" / "int8" -> ModelProto
+    graphs: Dict[Any, Any] = field(default_factory=dict)  # "fp32" / "fp16" / "int8" -> ModelProto; TensorRT engines
     reference: Optional[np.ndarray] = None  # PyTorch fp32 output on the fixed input
     times_ms: Dict[Tuple[str, str], List[float]] = field(default_factory=dict)
     calibration: Optional[str] = None
@@ -59,14 +63,50 @@ def _gpu_present() -> bool:
     return bool(gpu_info())
 
 
+def _tensorrt_major() -> Optional[int]:
+    from ..export.tensorrt import TensorRTUnavailable, tensorrt_version
+
+    try:
+        return tensorrt_version()[0]
+    except TensorRTUnavailable:
+        return None
+
+
+def tensorrt_unavailable(precision: str, major: Optional[int], gpu: bool) -> str:
+    """Why ``gpunet deploy`` cannot build a TensorRT ``precision`` engine ('' when it can):
+    no GPU, no TensorRT (``major`` None), or bf16 on a strongly typed TensorRT (11), whose
+    precision comes from the graph's types and gpunet exports fp32 or fp16 only."""
+    from ..export.tensorrt import INSTALL_HINT, is_strongly_typed
+
+    if not gpu:
+        return "no NVIDIA GPU on this machine"
+    if major is None:
+        return f"TensorRT is not available: {INSTALL_HINT}"
+    if precision == "bf16" and is_strongly_typed(major):
+        return f"TensorRT {major} builds strongly typed networks and gpunet exports no bf16 graph (use fp16)"
+    return ""
+
+
+def engine_source(precision: str, major: int) -> str:
+    """Which of a model's ONNX graphs a TensorRT ``precision`` engine is built from: ``int8`` the
+    QDQ graph, ``fp16`` the FP16 export where TensorRT is strongly typed, else the fp32 export
+    (lowered by builder flags on TensorRT 10)."""
+    from ..export.tensorrt import is_strongly_typed
+
+    if precision == "int8":
+        return "int8"
+    return "fp16" if precision == "fp16" and is_strongly_typed(major) else "fp32"
+
+
 def _unavailable(backend: str, precision: str, calib_dir: Any) -> str:
     """Why this machine cannot run ``backend`` at ``precision`` here ('' when it can)."""
     if precision not in DEPLOY_PRECISIONS.get(backend, ()):
         return f"{backend} does not run {precision} here (it runs {', '.join(DEPLOY_PRECISIONS[backend])})"
     if backend == "tensorrt":
-        if not _gpu_present():
-            return "no NVIDIA GPU on this machine"
-        return "TensorRT artifacts are not made by gpunet deploy yet (gpunet export --format tensorrt)"
+        gpu = _gpu_present()
+        why = tensorrt_unavailable(precision, _tensorrt_major() if gpu else None, gpu)
+        if why:
+            return why
     if precision == "int8" and calib_dir is None:
         return "no --calib-dir: INT8 is measured only with calibration images"
     if backend == "openvino":
@@ -113,6 +153,15 @@ def data_config(model: torch.nn.Module, input_shape: Sequence[int]) -> Dict[str,
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k in keep}
 
 
+def _warm_up(run, runs: int, seconds: float) -> None:
+    """``runs`` untimed calls, more until ``seconds`` have passed (later rounds: one per block)."""
+    start = time.perf_counter()
+    done = 0
+    while done < runs or time.perf_counter() - start < seconds:
+        run()
+        done += 1
+
+
 def time_blocks(runners: Dict[Any, Any], timing: Timing) -> Dict[Any, List[float]]:
     """{key: [ms, ...]}: ``timing.rounds`` rounds of one block per runner, order rotating."""
     order = list(runners)
@@ -121,8 +170,7 @@ def time_blocks(runners: Dict[Any, Any], timing: Timing) -> Dict[Any, List[float
         shift = r % len(order) if order else 0
         for k in order[shift:] + order[:shift]:
             run = runners[k]
-            for _ in range(timing.warmup if r == 0 else 1):  # later rounds: one untimed call per block
-                run()
+            _warm_up(run, timing.warmup if r == 0 else 1, timing.warmup_s if r == 0 else 0.0)
             for _ in range(timing.block):
                 t = time.perf_counter()
                 run()
@@ -140,14 +188,26 @@ def _export(mr: ModelRun, model: torch.nn.Module, plan: Sequence[Tuple[str, str]
     shape = mr.input_shape
     mr.graphs["fp32"] = export_onnx_proto(model, shape)
     check_onnx(mr.graphs["fp32"], model, shape, [shape[0]])
+    trt = [p for b, p in plan if b == "tensorrt"]
+    if trt and "fp16" in {engine_source(p, _tensorrt_major()) for p in trt}:
+        mr.graphs["fp16"] = export_onnx_proto(model, shape, half=True)
     if any(p == "int8" for _, p in plan):
         from ..export.quantize import int8_graph
 
         mr.graphs["int8"], mr.calibration = int8_graph(model, shape, calib_dir, calib_size)
 
 
-def graph_for(mr: ModelRun, precision: str):
-    """The graph a path runs: the fp32 export, or the INT8 graph with uint8 CPU activations."""
+def graph_for(mr: ModelRun, backend: str, precision: str):
+    """What a path runs: the fp32 export, the INT8 graph with uint8 CPU activations, or (TensorRT)
+    the engine's bytes, built from :func:`engine_source`'s graph once per path."""
+    if backend == "tensorrt":
+        key = ("tensorrt", precision)
+        if key not in mr.graphs:
+            from .runtime import tensorrt_engine
+
+            source = mr.graphs[engine_source(precision, _tensorrt_major())]
+            mr.graphs[key] = tensorrt_engine(source, precision)
+        return mr.graphs[key]
     return cpu_graph(mr.graphs["int8"]) if precision == "int8" else mr.graphs["fp32"]
 
 
@@ -161,7 +221,7 @@ def _build_runners(mr: ModelRun, plan: Sequence[Tuple[str, str]], x: np.ndarray,
         if (p.backend, p.precision) not in plan:
             continue
         try:
-            fn = path_callable(p.backend, p.precision, graph_for(mr, p.precision), threads)
+            fn = path_callable(p.backend, p.precision, graph_for(mr, p.backend, p.precision), threads)
             p.max_rel_err = max_errors(fn(x), mr.reference)[1]
         except Exception as e:  # a runtime refusing a graph is a result for this path, not a crash
             p.status, p.reason = "failed", f"{type(e).__name__}: {e}"[:300]

@@ -261,6 +261,6 @@ def deploy(max_latency_ms: float, out: str, *, device: Optional[str] = None, mod
     mr = next(r for r in runs if r.model == p.model)
     info = _info(mr, p, a, dev, timing, paths)
     x = torch.randn(*mr.input_shape, generator=torch.Generator().manual_seed(0)).numpy()
-    info = write_folder(out, p, graph_for(mr, p.precision), x, mr.reference, info, _readme(info, paths),
+    info = write_folder(out, p, graph_for(mr, p.backend, p.precision), x, mr.reference, info, _readme(info, paths),
                         a["threads"])
     return DeployResult(decision=decision, out=os.path.abspath(out), device=dev, info=info, saved=saved)

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..latency.bench import ort_callable, usable_threads
 
-__all__ = ["cpu_graph", "ort_callable", "openvino_callable", "path_callable", "run_batched", "usable_threads",
-           "preprocess_images", "image_transform"]
+__all__ = ["cpu_graph", "ort_callable", "openvino_callable", "tensorrt_engine", "path_callable", "run_batched",
+           "usable_threads", "preprocess_images", "image_transform"]
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -43,13 +43,34 @@ def openvino_callable(graph: Any, precision: str, threads: Optional[int]) -> Run
     return lambda x: np.asarray(request.infer({0: x})[out])
 
 
+def tensorrt_engine(graph: Any, precision: str) -> bytes:
+    """A serialized TensorRT engine of an ONNX ``ModelProto`` (static shape) at ``precision``;
+    INT8 takes the signed QDQ graph, fp16 on a strongly typed TensorRT an FP16 export."""
+    import tempfile
+
+    from ..export.tensorrt import build_engine
+
+    with tempfile.TemporaryDirectory(prefix="gpunet-deploy-trt-") as tmp:
+        src, dst = os.path.join(tmp, "model.onnx"), os.path.join(tmp, "model.engine")
+        with open(src, "wb") as f:
+            f.write(graph.SerializeToString())
+        build_engine(src, dst, precision=precision)
+        with open(dst, "rb") as f:
+            return f.read()
+
+
 def path_callable(backend: str, precision: str, graph: Any, threads: Optional[int]) -> Runner:
-    """The callable for ``backend`` / ``precision`` (``graph``: proto or file)."""
+    """The callable for ``backend`` / ``precision`` (``graph``: proto or file; TensorRT: the
+    engine's bytes or file, run on the GPU, ``threads`` unused)."""
     if backend == "onnxruntime":
         return ort_callable(graph, threads)
     if backend == "openvino":
         return openvino_callable(graph, precision, threads)
-    raise ValueError(f"backend {backend!r} cannot be run by gpunet deploy (onnxruntime or openvino)")
+    if backend == "tensorrt":
+        from ..export.tensorrt import engine_callable
+
+        return engine_callable(graph)
+    raise ValueError(f"backend {backend!r} cannot be run by gpunet deploy (onnxruntime, openvino or tensorrt)")
 
 
 def run_batched(run: Runner, x: np.ndarray, batch: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from .._checks import int_at_least, non_negative_int, positive, positive_int
 from .._io import atomic_write_bytes
 from ..errors import GPUNetError
 
-__all__ = ["build_engine", "export_engine", "engine_latency", "tensorrt_version", "parse_tensorrt_version",
+__all__ = ["build_engine", "export_engine", "engine_latency", "engine_callable", "tensorrt_version", "parse_tensorrt_version",
            "validate_engine_options", "export_half", "builder_flags", "onnx_quantizers", "timing_label",
            "is_strongly_typed", "EngineOptions", "TENSORRT_PRECISIONS", "TensorRTUnavailable", "INSTALL_HINT"]
 
@@ -501,12 +501,7 @@ def engine_latency(engine_path: Union[str, os.PathLike], batch: int = 1, warmup:
 
     if not torch.cuda.is_available():
         raise TensorRTUnavailable(f"no CUDA device visible to PyTorch: {INSTALL_HINT}")
-    logger = trt.Logger(trt.Logger.WARNING)
-    runtime = _runtime(trt, logger)
-    with open(engine_path, "rb") as f:
-        engine = runtime.deserialize_cuda_engine(f.read())
-    if engine is None:
-        raise RuntimeError(f"TensorRT could not load {engine_path} (built by another TensorRT version or GPU?)")
+    engine = _load_engine(trt, engine_path, engine_path)
     ctx = engine.create_execution_context()
     inputs, outputs = _io_shapes(engine, ctx, trt.TensorIOMode.INPUT, batch, engine_path)
     buffers: List[Any] = []  # kept alive until the timing is done
@@ -526,3 +521,67 @@ def engine_latency(engine_path: Union[str, os.PathLike], batch: int = 1, warmup:
     return {"times_ms": times, "median_ms": statistics.median(times), "cuda_graph": used_graph,
             "timing": timing_label(used_graph, fallback=why is not None), "graph_fallback": why,
             "tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name()}
+
+
+def _load_engine(trt, engine: Union[str, os.PathLike, bytes], where: str):
+    """A deserialized engine from an engine file or its bytes."""
+    if not isinstance(engine, (bytes, bytearray)):
+        with open(os.fspath(engine), "rb") as f:
+            engine = f.read()
+    loaded = _runtime(trt, trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(bytes(engine))
+    if loaded is None:
+        raise RuntimeError(f"TensorRT could not load {where} (built by another TensorRT version or GPU?)")
+    return loaded
+
+
+def _engine_batch(engine, where: str) -> int:
+    """The fixed batch of an engine's first input (a dynamic batch must be given)."""
+    shape = tuple(engine.get_tensor_shape(engine.get_tensor_name(0)))
+    if not shape or shape[0] < 0:
+        raise ValueError(f"engine {where} has a dynamic batch: give batch= (a size inside its optimisation profile)")
+    return int(shape[0])
+
+
+def engine_callable(engine: Union[str, os.PathLike, bytes], batch: Optional[int] = None):
+    """``run(x) -> logits``: numpy in, numpy (float32) out, through a TensorRT engine (file or bytes).
+
+    What a user's serving loop pays per call: the host-to-device copy of ``x`` (cast to the
+    engine's input type), one ``execute_async_v3`` on a side stream, the device-to-host copy of
+    the output. Buffers are allocated once for ``batch`` (default: the engine's fixed batch);
+    ``x`` must have that shape.
+    """
+    if batch is not None:
+        positive_int(batch, "batch")
+    where = "engine bytes" if isinstance(engine, (bytes, bytearray)) else os.fspath(engine)
+    trt = _import_tensorrt()
+    import numpy as np
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable(f"no CUDA device visible to PyTorch: {INSTALL_HINT}")
+    loaded = _load_engine(trt, engine, where)
+    batch = _engine_batch(loaded, where) if batch is None else batch
+    ctx = loaded.create_execution_context()
+    inputs, outputs = _io_shapes(loaded, ctx, trt.TensorIOMode.INPUT, batch, where)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"engine {where}: gpunet runs engines with one input and one output, this one has "
+                         f"{len(inputs)} and {len(outputs)}")
+    (in_name, in_shape), (out_name, out_shape) = inputs[0], outputs[0]
+    x_dev = torch.empty(in_shape, device="cuda", dtype=_torch_dtype(trt, loaded.get_tensor_dtype(in_name)))
+    y_dev = torch.empty(out_shape, device="cuda", dtype=_torch_dtype(trt, loaded.get_tensor_dtype(out_name)))
+    ctx.set_tensor_address(in_name, x_dev.data_ptr())
+    ctx.set_tensor_address(out_name, y_dev.data_ptr())
+    stream = torch.cuda.Stream()
+
+    def run(x):
+        if tuple(x.shape) != tuple(in_shape):
+            raise ValueError(f"engine {where} takes input {tuple(in_shape)}, got {tuple(x.shape)}")
+        with torch.cuda.stream(stream):
+            x_dev.copy_(torch.from_numpy(np.ascontiguousarray(x)), non_blocking=False)
+            _enqueue(lambda: ctx.execute_async_v3(stream.cuda_stream))
+            y = y_dev.float().cpu()
+        stream.synchronize()
+        return y.numpy()
+
+    run.buffers = (ctx, x_dev, y_dev, loaded)  # the context and buffers live as long as the callable
+    return run
