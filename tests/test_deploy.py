@@ -130,7 +130,7 @@ def deployed(tmp_path_factory, digits):
 
         buf = io.StringIO()
         with redirect_stdout(buf):
-            code = main(["deploy", "--max-latency-ms", "10000", "--models", "gpunet-0", "--resolution", str(RES),
+            code = main(["deploy", "--max-latency-ms", "10000", "--model", "gpunet-0", "--img-size", str(RES),
                          "--backends", "onnxruntime", "--precisions", "fp32,int8", "--calib-dir",
                          str(digits / "train"), "--calib-size", "10", "--val-dir", str(digits / "val"),
                          "--rounds", "2", "--block", "2", "--warmup", "1", "--pause", "0", "--threads", "2",
@@ -235,7 +235,7 @@ def test_an_impossible_budget_exits_2_and_writes_nothing(tmp_path, capsys):
     from gpunet.cli import main
 
     out = tmp_path / "out"
-    code = main(["deploy", "--max-latency-ms", "0.001", "--models", "gpunet-0", "--resolution", str(RES),
+    code = main(["deploy", "--max-latency-ms", "0.001", "--model", "gpunet-0", "--img-size", str(RES),
                  "--backends", "onnxruntime", "--precisions", "fp32", "--rounds", "1", "--block", "2",
                  "--warmup", "1", "--pause", "0", "--out", str(out), "--json"])
     captured = capsys.readouterr()
@@ -251,7 +251,7 @@ def test_an_impossible_budget_exits_2_and_writes_nothing(tmp_path, capsys):
     (["--precisions", "int8"], "--precisions int8 needs calib_dir"),
     (["--calib-dir", "/no/such/dir"], "--calib-dir: image folder not found"),
     (["--batch-size", "0"], "--batch-size must be a positive integer"),
-    (["--models", "gpunet-99"], "gpunet-99"),
+    (["--model", "gpunet-99"], "gpunet-99"),
     (["--rounds", "0"], "--rounds must be a positive integer"),
 ])
 def test_bad_arguments_name_the_flag(tmp_path, capsys, argv, message):
@@ -338,6 +338,6 @@ def test_a_folder_that_is_not_a_deploy_is_never_replaced(tmp_path, capsys):
     mine = tmp_path / "my-project"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    code = main(["deploy", "--max-latency-ms", "5", "--models", "gpunet-0", "--out", str(mine)])
-    assert code == 1 and "is not a gpunet deploy folder (no deploy.json)" in capsys.readouterr().err
+    code = main(["deploy", "--max-latency-ms", "5", "--model", "gpunet-0", "--out", str(mine)])
+    assert code == 2 and "is not a gpunet deploy folder (no deploy.json)" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"

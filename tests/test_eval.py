@@ -102,7 +102,7 @@ def test_cli_eval_json_on_a_checkpoint(tmp_path):
                            "--data-dir", str(data), "--img-size", "32", "-j", "0", "--device", "cpu", "--json"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = json.loads(proc.stdout)
     assert got["images"] == 20 and got["model"] == "gpunet-0" and got["crop_pct"] == 1.0
     assert got["top1"] == pytest.approx(expected["top1"]) and got["top5"] == pytest.approx(expected["top5"])
     assert got["loss"] == pytest.approx(expected["loss"], rel=1e-4)

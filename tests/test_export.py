@@ -176,7 +176,7 @@ def test_cli_export_onnx(out, capsys):
     from gpunet.cli import main
 
     path = out / "p0.onnx"
-    assert main(["export", "gpunet-0", "--out", str(path), "--resolution", str(RES)]) == 0
+    assert main(["export", "gpunet-0", "--out", str(path), "--img-size", str(RES)]) == 0
     assert "max rel error" in capsys.readouterr().out and path.exists()
     assert main(["export", "gpunet-0", "--out", str(out / "no" / "x.onnx")]) == 1
     assert "does not exist" in capsys.readouterr().err

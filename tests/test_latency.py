@@ -133,8 +133,8 @@ def test_cli_bench_save_query_round_trip(capsys):
     pytest.importorskip("onnxscript")
     from gpunet.cli import main
 
-    argv = ["bench", "--models", "all", "--backend", "onnxruntime", "--resolution", "64", "--warmup", "1",
-            "--iters", "3", "--save", "--device-name", "My-CPU"]
+    argv = ["bench", "--model", "all", "--backend", "onnxruntime", "--img-size", "64", "--warmup", "1",
+            "--iters", "3", "--save", "--gpu", "My-CPU"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "saved 7 tiers for device 'my-cpu'" in text and "gpunet-d2" in text
@@ -182,9 +182,11 @@ def test_save_tiers_replaces_and_validates():
 def test_cli_bench_errors(capsys):
     from gpunet.cli import main
 
-    assert main(["bench", "--models", "gpunet-0", "--backend", "caffe"]) == 1
-    assert "unknown backend 'caffe'" in capsys.readouterr().err
-    assert main(["bench", "--models", "gpunet-0", "--backend", "openvino", "--precision", "int4"]) == 1
-    assert "unsupported precision 'int4'" in capsys.readouterr().err
-    assert main(["bench", "--models", "gpunet-zz", "--backend", "torch"]) == 1
+    for bad in (["--backend", "caffe"], ["--backend", "openvino", "--precision", "int4"]):
+        with pytest.raises(SystemExit) as e:  # argparse lists the choices: a usage error
+            main(["bench", "--model", "gpunet-0", *bad])
+        assert e.value.code == 2 and f"invalid choice: '{bad[-1]}'" in capsys.readouterr().err
+    assert main(["bench", "--model", "gpunet-0", "--backend", "torch", "--precision", "int8"]) == 1
+    assert "unsupported precision 'int8' for backend 'torch'" in capsys.readouterr().err
+    assert main(["bench", "--model", "gpunet-zz", "--backend", "torch"]) == 1
     assert "unknown model" in capsys.readouterr().err

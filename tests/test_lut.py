@@ -92,7 +92,7 @@ def test_two_processes_fill_one_table_without_duplicates(tmp_path):
     for p in procs:
         out, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+        outs.append(json.loads(out))
     assert sum(o["measured"] for o in outs) == len(keys)  # every key measured exactly once
     for o in outs:
         assert o["measured"] + o["by_others"] + o["present"] == len(keys)

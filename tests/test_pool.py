@@ -142,7 +142,7 @@ def test_not_a_pool_and_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "notes.npz: not a pool .npz" in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "s" / "search.json")
-    assert cli_main(["sample", "--n", "0", "--out", str(tmp_path / "p.npz")]) == 1
+    assert cli_main(["sample", "--n", "0", "--out", str(tmp_path / "p.npz")]) == 2  # a value the flag cannot take: usage
     assert "--n must be a positive integer, got 0" in capsys.readouterr().err
     assert not (tmp_path / "p.npz").exists()
 

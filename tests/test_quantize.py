@@ -188,7 +188,7 @@ def test_cli_quantize_json_and_errors(finetuned, tmp_path, capsys):
     out = tmp_path / "cli-int8.onnx"
     rc = main(["quantize", "gpunet-0", "--out", str(out), "--calib-dir", str(root / "train"), "--checkpoint",
                str(ckpt), "--calib-size", "60", "--val-dir", str(root), "--json"])
-    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    got = json.loads(capsys.readouterr().out)
     assert rc == 0 and out.exists() and got["path"] == str(out) and got["calib_images"] == 60
     assert set(got) >= {"top1_fp32", "top1_int8", "agreement"} and got["val_images"] == 500
     assert got["top1_int8"] >= got["top1_fp32"] - 1.0 - 1e-9
@@ -203,9 +203,9 @@ def test_cli_quantize_json_and_errors(finetuned, tmp_path, capsys):
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_cli_bench_int8_says_how_it_was_calibrated(backend, finetuned, capsys):
     root, _ = finetuned
-    base = ["bench", "--models", "gpunet-0", "--backend", backend, "--precision", "int8", "--resolution", "32",
+    base = ["bench", "--model", "gpunet-0", "--backend", backend, "--precision", "int8", "--img-size", "32",
             "--iters", "3", "--warmup", "1", "--threads", "1"]
-    assert main(base + ["--save", "--device-name", "int8-box"]) == 0
+    assert main(base + ["--save", "--gpu", "int8-box"]) == 0
     text = capsys.readouterr().out
     assert "random inputs (speed only" in text and f"{backend} int8" in text
     data = json.loads((Path(os.environ["GPUNET_HOME"]) / "registry.json").read_text())
@@ -215,6 +215,6 @@ def test_cli_bench_int8_says_how_it_was_calibrated(backend, finetuned, capsys):
     assert main(base + ["--calib-dir", str(root / "train"), "--calib-size", "20", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)["results"][0]
     assert res["precision"] == "int8" and res["calibration"] == f"20 images from {root / 'train'}"
-    assert main(["bench", "--models", "gpunet-0", "--backend", backend, "--precision", "fp32",
+    assert main(["bench", "--model", "gpunet-0", "--backend", backend, "--precision", "fp32",
                  "--calib-dir", str(root / "train")]) == 1
     assert "--calib-dir applies to --precision int8 only" in capsys.readouterr().err

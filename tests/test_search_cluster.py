@@ -87,7 +87,7 @@ def test_every_group_on_a_cluster_trials_use_their_own_gpus_and_a_lost_node_cost
         if head.poll() is None:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
-    status = json.loads(stdout.strip().splitlines()[-1])
+    status = json.loads(stdout)
     recs = _lines(out)
     ids = [r["candidate_id"] for r in recs]
     assert len(recs) == 12 == status["completed"] and len(set(ids)) == 12

@@ -135,10 +135,10 @@ def test_cli_errors_are_one_line(pool, tmp_path, capsys):
 
     r = run("run", "--pool", pool, "--group", "0", "--evaluator", "synthetic", "--algorithm", "random",
             "--budget", "2", "--engine", "local", "--out", str(tmp_path / "g"))
-    assert r.returncode == 1 and "has no latencies" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "has no latencies" in r.stderr and "Traceback" not in r.stderr
     r = run("run", "--pool", pool, "--evaluator", "synthetic", "--algorithm", "random", "--budget", "999",
             "--engine", "local", "--out", str(tmp_path / "b"))
-    assert r.returncode == 1 and "--budget must be between 1 and the 64 candidates" in r.stderr
+    assert r.returncode == 2 and "--budget must be between 1 and the 64 candidates" in r.stderr
     r = run("status", str(tmp_path / "nothing"))
     assert r.returncode == 1 and "not a search folder" in r.stderr
 
@@ -194,7 +194,7 @@ def _finish(proc, timeout):
     """Wait for a head; its last stdout line (the --json status)."""
     proc.wait(timeout=timeout)
     assert proc.returncode == 0, _tail(proc)
-    return json.loads(Path(proc.res).read_text().strip().splitlines()[-1])
+    return json.loads(Path(proc.res).read_text())
 
 
 def _wait(cond, timeout, what, proc=None):
@@ -266,7 +266,7 @@ def test_ray_search_survives_killed_worker_and_killed_head(pool, tmp_path, heads
         assert (r["value"] is None) == ("error" in r)
     st = subprocess.run([sys.executable, "-m", "gpunet", "search", "status", out, "--json"], env=_env(),
                         capture_output=True, text=True, check=True)
-    assert json.loads(st.stdout.strip().splitlines()[-1])["completed"] == 8
+    assert json.loads(st.stdout)["completed"] == 8
 
 
 # ------------------------------------------------------------------------------ training search -> hub
@@ -294,10 +294,10 @@ def test_training_search_on_ray_exports_a_winner_that_reproduces_its_top1(pool_l
     assert len(recs) == 2 and all(r["value"] is not None and os.path.exists(r["checkpoint"]) for r in recs)
     assert all(r["epochs"] == 2 and r["img_size"] == 32 and r["num_classes"] == 10 for r in recs)
     best = max(recs, key=lambda r: r["value"])
-    exp = subprocess.run([sys.executable, "-m", "gpunet", "search", "export", out, "--top", "1", "--device",
+    exp = subprocess.run([sys.executable, "-m", "gpunet", "search", "export", out, "--top", "1", "--gpu",
                           "test-cpu", "--iters", "5", "--json"], env=_env(), capture_output=True, text=True)
     assert exp.returncode == 0, exp.stderr[-3000:]
-    row = json.loads(exp.stdout.strip().splitlines()[-1])["models"][0]
+    row = json.loads(exp.stdout)["models"][0]
     import gpunet
     import torch
 
@@ -318,16 +318,16 @@ def test_training_search_on_ray_exports_a_winner_that_reproduces_its_top1(pool_l
     ev = subprocess.run([sys.executable, "-m", "gpunet", "eval", "--model", row["name"], "--data-dir", str(digits),
                          "--img-size", "32", "-j", "0", "--json"], env=_env(), capture_output=True, text=True)
     assert ev.returncode == 0, ev.stderr[-3000:]
-    assert json.loads(ev.stdout.strip().splitlines()[-1])["top1"] == pytest.approx(best["value"], abs=1e-6)
+    assert json.loads(ev.stdout)["top1"] == pytest.approx(best["value"], abs=1e-6)
     shutil.move(str(tmp_path / "moved"), out)
     # --no-measure: the pool's table estimate, marked as such
     from gpunet.cli import main
 
-    assert main(["search", "export", out, "--top", "2", "--device", "test-est", "--no-measure", "--json"]) == 0
+    assert main(["search", "export", out, "--top", "2", "--gpu", "test-est", "--no-measure", "--json"]) == 0
     est = gpunet.query(gpu="test-est", include_proxy=True)
     assert len(est) == 2 and all(c.latency_kind == "estimated" for c in est)
     assert sorted(c.latency_ms for c in est) == pytest.approx(sorted(r["latency_ms"] for r in recs))
-    assert main(["search", "export", out, "--device", "gv100"]) == 1  # published figures are not overwritten
+    assert main(["search", "export", out, "--gpu", "gv100"]) == 2  # published figures are not overwritten
 
 
 class _Preempted(BaseException):

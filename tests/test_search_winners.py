@@ -59,10 +59,10 @@ def test_the_front_is_each_groups_best_measured_on_a_held_out_split(searched, di
 
     recs = Journal(os.path.join(searched, "results.jsonl")).records()
     assert sorted(r["group"] for r in recs) == [0, 0, 1, 1]
-    code, out, err = _export(capsys, searched, "--pareto", "--device", "test-cpu", "--iters", "3",
+    code, out, err = _export(capsys, searched, "--pareto", "--gpu", "test-cpu", "--iters", "3",
                              "--test-dir", str(digits / "test"), "--json")
     assert code == 0, err
-    rows = json.loads(out.strip().splitlines()[-1])["models"]
+    rows = json.loads(out)["models"]
     assert [r["group"] for r in rows] == [0, 1]
     for row in rows:
         best = max((r for r in recs if r["group"] == row["group"]), key=lambda r: r["value"])
@@ -95,11 +95,11 @@ def test_export_refuses_a_device_other_than_the_tables_unless_forced(searched, c
     facts = json.loads(facts_path.read_text())
     facts["source"]["lut_device_id"] = "0123456789ab"  # the table was measured on another machine
     facts_path.write_text(json.dumps(facts))
-    code, _, err = _export(capsys, other, "--device", "test-cpu", "--iters", "3")
-    assert code == 1 and "--device: the pool's latencies" in err and "0123456789ab" in err
-    code, out, err = _export(capsys, other, "--device", "test-cpu", "--iters", "3", "--force", "--json")
+    code, _, err = _export(capsys, other, "--gpu", "test-cpu", "--iters", "3")
+    assert code == 2 and "--gpu: the pool's latencies" in err and "0123456789ab" in err
+    code, out, err = _export(capsys, other, "--gpu", "test-cpu", "--iters", "3", "--force", "--json")
     assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["models"][0]["latency_kind"] == "measured"
+    assert json.loads(out)["models"][0]["latency_kind"] == "measured"
 
 
 def test_a_search_not_run_by_groups_has_no_front(searched, capsys, tmp_path):
@@ -108,7 +108,7 @@ def test_a_search_not_run_by_groups_has_no_front(searched, capsys, tmp_path):
     lines = [json.loads(x) for x in Path(other, "results.jsonl").read_text().splitlines()]
     Path(other, "results.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "group"}) + "\n"
                                                     for r in lines))
-    code, _, err = _export(capsys, other, "--pareto", "--device", "test-cpu", "--no-measure")
+    code, _, err = _export(capsys, other, "--pareto", "--gpu", "test-cpu", "--no-measure")
     assert code == 1 and "not searched by latency groups" in err
 
 
@@ -124,9 +124,9 @@ def test_a_winner_travels_as_a_timm_folder(searched, capsys, tmp_path):
     import gpunet
     from gpunet.timm_models import timm_name
 
-    code, out, err = _export(capsys, searched, "--device", "test-cpu", "--no-measure", "--json")
+    code, out, err = _export(capsys, searched, "--gpu", "test-cpu", "--no-measure", "--json")
     assert code == 0, err
-    row = json.loads(out.strip().splitlines()[-1])["models"][0]
+    row = json.loads(out)["models"][0]
     folder = Path(os.environ["GPUNET_HOME"], "models", row["name"])
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     entry = gpunet.registry.get_registry().models[row["name"]]

@@ -561,7 +561,7 @@ def test_bench_and_tiers_word_the_timing_from_the_graph_use(with_trt, monkeypatc
         return dataclasses.replace(bench.benchmark(nn.Conv2d(3, 4, 1), input_shape=(3, 8, 8), **kw), model=name)
 
     monkeypatch.setattr("gpunet.latency.benchmark", tiny_benchmark)
-    assert main(["bench", "--models", "gpunet-0", "--backend", "tensorrt", "--precision", "fp16", "--warmup", "1",
+    assert main(["bench", "--model", "gpunet-0", "--backend", "tensorrt", "--precision", "fp16", "--warmup", "1",
                  "--iters", "2"]) == 0
     out = capsys.readouterr().out
     assert "TensorRT 10.13.0.35 on " in out and r.fingerprint["gpu"] in out and "plain execute_async_v3" in out

@@ -204,7 +204,7 @@ def test_ddp_two_cpu_processes_gloo(tiny_digits, tmp_path):
            "--output", str(out), "--epochs", "2", "--json", *FAST_FLAGS[:4], "-b", "8", *FAST_FLAGS[6:]]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = json.loads(proc.stdout)
     assert summary["world_size"] == 2 and summary["epochs_run"] == 2
     ckpt = _ckpt(out / "last.pth.tar")
     assert ckpt["world_size"] == 2

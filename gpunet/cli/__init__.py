@@ -22,6 +22,9 @@ import pkgutil
 import sys
 from typing import List, Optional
 
+from ._flags import finish, flag_for, record_flags
+from ._fmt import json_stdout
+
 __all__ = ["main", "build_parser", "EXIT_CODES"]
 
 #: the same for every command (docs/cli.md)
@@ -53,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(module, "register", None)
         if register is not None:
             register(sub)
+    record_flags(parser)
     return parser
 
 
@@ -68,9 +72,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     _configure_logging(args)
+    for text in getattr(args, "deprecated_flags", None) or []:
+        print(f"gpunet {args.command}: warning: {text}", file=sys.stderr)
     debug = args.debug or os.environ.get("GPUNET_DEBUG", "").strip() not in ("", "0")
     try:
-        return int(args.handler(args) or 0)
+        finish(args)
+        with json_stdout(getattr(args, "json", False)):
+            return int(args.handler(args) or 0)
     except Exception as e:
         code = _user_error_code(e)
         if debug or code is None:
@@ -112,8 +120,9 @@ def _with_flags(e: BaseException, args: argparse.Namespace) -> str:
     """The message, with the library argument it names (``e.argument``, see :mod:`gpunet._checks`)
     spelled as this command's flag: ``budget must be ...`` -> ``--budget must be ...``."""
     text, name = str(e), getattr(e, "argument", None)
-    if name and hasattr(args, name) and text.startswith(name):
-        return "--" + name.replace("_", "-") + text[len(name):]
+    flag = flag_for(args, name) if name else None
+    if flag and text.startswith(name):
+        return flag + text[len(name):]
     return text
 
 

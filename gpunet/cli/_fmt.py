@@ -1,13 +1,35 @@
 """Output helpers for the CLI: readable tables for people, JSON for programs."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from typing import Any, Iterable, List, Optional, Sequence, TextIO
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, TextIO
+
+
+_json_stream: List[TextIO] = []  # where print_json writes while a --json command runs
+
+
+@contextlib.contextmanager
+def json_stdout(enabled: bool) -> Iterator[None]:
+    """With ``--json``: stdout carries one JSON document (:func:`print_json`), and whatever else the
+    command prints goes to stderr, so ``gpunet CMD --json | jq`` always parses."""
+    if not enabled:
+        yield
+        return
+    _json_stream.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _json_stream.pop()
 
 
 def print_json(obj: Any, stream: Optional[TextIO] = None) -> None:
-    (stream or sys.stdout).write(json.dumps(obj, indent=2, default=str) + "\n")
+    """One indented JSON document: on the real stdout during :func:`json_stdout`."""
+    out = stream or (_json_stream[-1] if _json_stream else sys.stdout)
+    out.write(json.dumps(obj, indent=2, default=str) + "\n")
+    out.flush()
 
 
 def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str],

@@ -3,10 +3,10 @@ latency, and deploy the best model for a latency budget measured on this machine
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+from ._flags import add_batch_size, add_gpu, add_img_size, add_json, add_model, add_models, model_list
 from ._fmt import format_table, print_json
 
 _BACKENDS = ("onnxruntime", "openvino", "torch", "tensorrt")
@@ -14,47 +14,48 @@ _BACKENDS = ("onnxruntime", "openvino", "torch", "tensorrt")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX (checked), OpenVINO IR or a TensorRT engine")
-    p.add_argument("name", help="hub model name (e.g. gpunet-0) or a spec .json file")
-    p.add_argument("--format", choices=("onnx", "openvino", "tensorrt"), default="onnx")
+    add_model(p, "hub model name (e.g. gpunet-0) or a spec .json file")
+    p.add_argument("--format", choices=("onnx", "openvino", "tensorrt"), default="onnx", help="default onnx")
     p.add_argument("--out", default=None, help="output file (default: NAME.onnx / NAME.xml / NAME.engine)")
     p.add_argument("--checkpoint", default=None, help="weights to load first (any format gpunet reads)")
-    p.add_argument("--batch-size", type=int, default=1)
+    add_batch_size(p, help="batch of the exported graph (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis (verified at batch 3)")
     p.add_argument("--max-batch", type=int, default=None,
                    help="tensorrt with --dynamic-batch: largest batch of the engine's profile (default --batch-size)")
-    p.add_argument("--resolution", type=int, default=None, help="input side in px (default: the model's)")
-    p.add_argument("--opset", type=int, default=None)
+    add_img_size(p, old=("--resolution",), dest="resolution")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--half", action="store_true", help="FP16 ONNX (what TensorRT 11 needs for an FP16 engine)")
-    p.add_argument("--precision", default=None,
-                   help="openvino: fp32|bf16 check precision; tensorrt: fp32|fp16 (default)|bf16 (TensorRT 10 only)")
+    p.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
+                   help="onnx: fp16 = --half; openvino: fp32|bf16 check precision; tensorrt: fp32|fp16 (default)|bf16 "
+                        "(TensorRT 10 only)")
     p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace (GiB)")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the checker / PyTorch comparison")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(p, "the export report")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("bench", help="measure latency; --save adds the results as tiers for this device")
-    p.add_argument("--models", default="all", help="comma-separated hub names, or 'all' (default)")
-    p.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(_BACKENDS)} (default onnxruntime)")
-    p.add_argument("--precision", default="fp32")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--resolution", type=int, default=None, help="input side in px (default: each model's own)")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iters", type=int, default=50)
+    add_models(p, "hub model; repeat or comma-separate (default: all)")
+    p.add_argument("--backend", default="onnxruntime", choices=_BACKENDS, help="default onnxruntime")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"), help="default fp32")
+    add_batch_size(p)
+    add_img_size(p, "input side in px (default: each model's own)", old=("--resolution",), dest="resolution")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--iters", type=int, default=50, help="timed runs (default 50)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all usable cores)")
     p.add_argument("--calib-dir", default=None,
                    help="int8: calibration images (default: random inputs, valid for speed only)")
     p.add_argument("--calib-size", type=int, default=300, help="int8: calibration images used (default 300)")
     p.add_argument("--save", action="store_true", help="write the results into the user registry as tiers")
-    p.add_argument("--device-name", default=None, help="device id to save under (default: from the CPU/GPU)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_gpu(p, "with --save: device id to save the tiers under (default: from the CPU/GPU)", old=("--device-name",))
+    add_json(p, "the measurements")
     p.set_defaults(handler=cmd_bench)
 
     p = sub.add_parser("quantize", help="post-training INT8 (NNCF) to one QDQ ONNX file, accuracy-checked")
-    p.add_argument("name", help="hub model name (e.g. gpunet-0), spec .json file or timm name")
+    add_model(p, "hub model name (e.g. gpunet-0), spec .json file or timm name")
     p.add_argument("--out", required=True, help="output .onnx file (written only if every check passes)")
     p.add_argument("--calib-dir", required=True, help="calibration images: ImageFolder or a flat folder")
     p.add_argument("--checkpoint", default=None, help="fine-tuned weights (default: the published ones)")
-    p.add_argument("--img-size", type=int, default=None, help="input side in px (default: the model's / checkpoint's)")
+    add_img_size(p, "input side in px (default: the model's / checkpoint's)")
     p.add_argument("--calib-size", type=int, default=300, help="calibration images used (default 300)")
     p.add_argument("--val-dir", default=None, help="images with labels (ImageFolder): fp32 vs INT8 top-1")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest top-1 drop accepted, in points (default 1)")
@@ -62,26 +63,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--static-batch", dest="dynamic_batch", action="store_false", help="fix the batch at 1")
     p.add_argument("--uint8-activations", dest="signed_activations", action="store_false",
                    help="keep uint8 after ReLU: faster in ONNX Runtime on CPU, but TensorRT refuses the file")
-    p.add_argument("--json", action="store_true", help="machine-readable output (last line)")
+    add_json(p, "the quantization report")
     p.set_defaults(handler=cmd_quantize)
 
     p = sub.add_parser("plot", help="latency vs top-1 (the paper's Fig. 1); one series per --gpu")
-    p.add_argument("--gpu", "--device", dest="gpu", action="append", default=None,
-                   help="device id; repeat for several series (default gv100)")
-    p.add_argument("--out", default="pareto.png", help="image file (.png, .svg, .pdf)")
-    p.add_argument("--batch", type=int, default=1)
+    add_gpu(p, "latency device; repeat for several series (default gv100)", old=("--device",), append=True)
+    p.add_argument("--out", default="pareto.png", help="image file (.png, .svg, .pdf; default pareto.png)")
+    add_batch_size(p, help="batch size of the latency figures (default 1)", old=("--batch",))
     p.add_argument("--logx", action="store_true", help="log-scale latency axis")
-    p.add_argument("--title", default=None)
+    p.add_argument("--title", default=None, help="plot title (default: from the devices)")
     p.add_argument("--search", action="store_true",
                    help="also draw the search winners tiered on each device (gpunet search export --pareto)")
+    add_json(p, "the file written and its series")
     p.set_defaults(handler=cmd_plot)
 
     p = sub.add_parser("deploy", help="from a latency budget to a verified artifact measured on this machine")
     p.add_argument("--max-latency-ms", type=float, required=True, help="budget: measured p50 at --batch-size")
     p.add_argument("--out", required=True, help="folder to write (atomically; nothing when no candidate fits)")
-    p.add_argument("--device", default=None, help="device id the results are saved under (default: from the CPU)")
+    add_gpu(p, "device id the results are saved under as tiers (default: from the CPU)", old=("--device",))
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--models", default=None, help="comma-separated hub names (default: those that could fit)")
+    add_models(group, "hub model; repeat or comma-separate (default: those that could fit)")
     group.add_argument("--all", dest="all_models", action="store_true", help="measure every hub model")
     p.add_argument("--backends", default=None, help="comma-separated: onnxruntime,openvino,tensorrt (default all)")
     p.add_argument("--precisions", default=None, help="comma-separated: fp32,bf16,fp16,int8 (default all the "
@@ -90,9 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-size", type=int, default=300, help="calibration images used (default 300)")
     p.add_argument("--val-dir", default=None, help="labelled images (ImageFolder): top-1 of every path")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest INT8 top-1 drop, in points (default 1)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--resolution", "--img-size", dest="resolution", type=int, default=None,
-                   help="input side in px (default: each model's own)")
+    add_batch_size(p, help="batch size the budget is for (default 1)")
+    add_img_size(p, "input side in px (default: each model's own)", old=("--resolution",), dest="resolution")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all usable cores)")
     p.add_argument("--rounds", type=int, default=5, help="timing rounds; each times one block per path")
     p.add_argument("--block", type=int, default=10, help="consecutive timed runs per block")
@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-s", type=float, default=2.0,
                    help="and at least this many seconds of them (default 2; large networks warm up slowly)")
     p.add_argument("--pause", type=float, default=0.2, help="seconds between blocks")
-    p.add_argument("--json", action="store_true", help="one JSON document: the decision and the measured table")
+    add_json(p, "the decision and the measured table")
     p.set_defaults(handler=cmd_deploy)
 
 
@@ -151,13 +151,14 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _model_names(spec: str):
+def _model_names(given):
     from gpunet.registry import get_registry
 
     reg = get_registry()
-    if spec.strip().lower() == "all":
+    names = model_list(given)
+    if names is None or [n.lower() for n in names] == ["all"]:
         return [n for n in reg.list_models() if reg.models[n].get("origin") == "packaged"]
-    return [reg.resolve_model(n) for n in spec.split(",") if n.strip()]
+    return [reg.resolve_model(n) for n in names]
 
 
 def cmd_bench(args) -> int:
@@ -170,8 +171,8 @@ def cmd_bench(args) -> int:
                          f"expected one of {', '.join(PRECISIONS[args.backend])}")
     names = _model_names(args.models)
     if not names:
-        raise ValueError("--models names no model")
-    tty = sys.stderr.isatty() and not args.json
+        raise ValueError("--model names no model")
+    tty = sys.stderr.isatty() and not args.json and not args.log_quiet
     steps = names
     if tty:
         from tqdm.auto import tqdm
@@ -188,7 +189,7 @@ def cmd_bench(args) -> int:
     if args.save:
         from gpunet.latency.tiers import save_tiers
 
-        saved = save_tiers(results, args.device_name)
+        saved = save_tiers(results, args.gpu)
     if args.json:
         print_json({"results": [r.to_dict() for r in results],
                     "saved": {"device": saved[0], "registry": saved[1]} if saved else None})
@@ -213,9 +214,12 @@ def cmd_bench(args) -> int:
 def cmd_plot(args) -> int:
     from gpunet.plot import plot_pareto
 
-    out = plot_pareto(args.gpu or ["gv100"], args.out, batch=args.batch, logx=args.logx, title=args.title,
-                      search=args.search)
-    print(f"wrote {out}")
+    gpus = args.gpu or ["gv100"]
+    out = plot_pareto(gpus, args.out, batch=args.batch_size, logx=args.logx, title=args.title, search=args.search)
+    if args.json:
+        print_json({"out": out, "gpus": gpus, "batch_size": args.batch_size, "search": args.search})
+    else:
+        print(f"wrote {out}")
     return 0
 
 
@@ -229,10 +233,10 @@ def cmd_quantize(args) -> int:
                           signed_activations=args.signed_activations)
     except AccuracyDropError as e:
         if args.json:
-            print(json.dumps(dict(e.report.to_dict(), error=str(e)), default=str))
+            print_json(dict(e.report.to_dict(), error=str(e)))
         raise
     if args.json:
-        print(json.dumps(report.to_dict(), default=str))  # one line, the last
+        print_json(report.to_dict())
         return 0
     print(f"wrote {report.path} ({report.size_bytes / 2 ** 20:.1f} MiB, {report.quantizers} quantizers, input "
           f"{'x'.join(map(str, report.input_shape[1:]))}); calibrated on {report.calibration}")
@@ -273,11 +277,12 @@ def cmd_deploy(args) -> int:
     if not args.json:
         print(f"load average (1 min) at start: {load:.2f}", file=sys.stderr)
     try:
-        result = deploy(args.max_latency_ms, args.out, device=args.device, models=args.models,
+        result = deploy(args.max_latency_ms, args.out, device=args.gpu, models=model_list(args.models),
                         all_models=args.all_models, backends=args.backends, precisions=args.precisions,
                         calib_dir=args.calib_dir, val_dir=args.val_dir, max_drop=args.max_drop,
                         calib_size=args.calib_size, batch_size=args.batch_size, resolution=args.resolution,
-                        threads=args.threads, timing=timing, progress=sys.stderr.isatty() and not args.json)
+                        threads=args.threads, timing=timing,
+                        progress=sys.stderr.isatty() and not (args.json or args.log_quiet))
     except NoFitError as e:
         if args.json:
             print_json({"error": str(e), "fastest": e.fastest.to_dict() if e.fastest else None,

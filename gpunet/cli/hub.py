@@ -4,32 +4,33 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._flags import add_batch_size, add_gpu, add_json, add_model
 from ._fmt import format_table, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="hub models (and devices with --devices)")
     p.add_argument("--devices", action="store_true", help="list devices with latency tiers instead")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(p, "the models (or devices)")
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("query", help="models that fit a latency budget on a device, best top-1 first")
     p.add_argument("--max-latency-ms", type=float, default=None, help="latency budget in ms")
-    p.add_argument("--gpu", "--device", dest="gpu", default="gv100", help="device id (see `gpunet list --devices`)")
+    add_gpu(p, "latency device (see `gpunet list --devices`; default gv100)", default="gv100", old=("--device",))
     p.add_argument("--min-top1", type=float, default=None, help="minimum ImageNet top-1 (%%)")
     dist = p.add_mutually_exclusive_group()
     dist.add_argument("--distilled", dest="distilled", action="store_const", const=True, default=None,
                       help="only models trained with distillation")
     dist.add_argument("--no-distilled", dest="distilled", action="store_const", const=False,
                       help="only models trained without distillation")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the latency figure (default 1)")
+    add_batch_size(p, help="batch size of the latency figure (default 1)", old=("--batch",))
     p.add_argument("--engine", default=None, help="latency engine, e.g. 'pytorch' (default: the device's own)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(p, "the fitting models")
     p.set_defaults(handler=cmd_query)
 
     p = sub.add_parser("info", help="one model: stage table, params, FLOPs, latencies")
-    p.add_argument("name", help="hub model name, e.g. gpunet-0")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_model(p, "hub model name, e.g. gpunet-0")
+    add_json(p, "the summary")
     p.set_defaults(handler=cmd_info)
 
     p = sub.add_parser("cards", help="(re)generate model cards from the registry")
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true", help="only report stale cards; exit 1 if any")
     p.add_argument("--include-user", action="store_true",
                    help="include the user-local registry (default: packaged data only)")
+    add_json(p, "the cards written (or stale)")
     p.set_defaults(handler=cmd_cards)
 
 
@@ -71,7 +73,7 @@ def cmd_query(args) -> int:
     from gpunet.registry import query
 
     cards = query(max_latency_ms=args.max_latency_ms, gpu=args.gpu, min_top1=args.min_top1,
-                  distilled=args.distilled, batch=args.batch, engine=args.engine)
+                  distilled=args.distilled, batch=args.batch_size, engine=args.engine)
     if args.json:
         print_json([c.to_dict() for c in cards])
         return 0
@@ -113,14 +115,19 @@ def cmd_cards(args) -> int:
     reg = get_registry() if args.include_user else Registry()
     if args.check:
         stale = stale_cards(args.out, reg)
-        if stale:
+        if args.json:
+            print_json({"out": args.out, "stale": list(stale)})
+        elif stale:
             print(f"stale model cards in {args.out}: {', '.join(stale)} (run `gpunet cards --out {args.out}`)",
                   file=sys.stderr)
-            return 1
-        print(f"model cards in {args.out} are up to date")
-        return 0
-    for path in write_cards(args.out, reg):
-        print(path)
+        else:
+            print(f"model cards in {args.out} are up to date")
+        return 1 if stale else 0
+    written = [str(path) for path in write_cards(args.out, reg)]
+    if args.json:
+        print_json({"out": args.out, "written": written})
+    else:
+        print("\n".join(written))
     return 0
 
 

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from ._flags import add_json, add_model
 from ._fmt import print_json
 
 
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "'hf-hub:ORG/NAME'). A hub name publishes its published weights (downloaded once), a spec "
                     "file needs --checkpoint (or --random-init), a folder or hf-hub:ORG/NAME is re-written. "
                     "The Hub token is huggingface_hub's own (HF_TOKEN or `hf auth login`); it is never written.")
-    p.add_argument("model", help="hub name (gpunet-0), spec file, model folder or hf-hub:ORG/NAME[@rev]")
+    add_model(p, "hub name (gpunet-0), spec file, model folder or hf-hub:ORG/NAME[@rev]", dest="model")
     p.add_argument("dir", help="output folder (created; its config.json / model.safetensors / README.md replaced)")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="the weights to publish: NVIDIA's .pth.tar, a timm training checkpoint, a state_dict or "
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", help="with --push: branch to commit to (default: main)")
     p.add_argument("--private", action="store_true", help="with --push: create the repository private")
     p.add_argument("--endpoint", help="with --push: Hub endpoint (default: huggingface_hub's, $HF_ENDPOINT)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(p, "what was written (and pushed)")
     p.set_defaults(handler=cmd_publish)
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Optional
 
+from ._flags import add_batch_size, add_gpu, add_json, model_list
 from ._fmt import format_table, print_json
 
 
@@ -19,17 +20,18 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output pool (.npz)")
     p.add_argument("--lut", help="latency table (SQLite); without it the pool has no latencies")
     p.add_argument("--space", default="paper", help="'paper' (Table 1), 'small', or a space JSON file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="Sobol scramble seed (default 0)")
     p.add_argument("--edges", help="latency group edges in ms, comma separated (default: --groups quantiles)")
     p.add_argument("--groups", type=int, default=5, help="equal-count groups when --edges is not given")
     p.add_argument("--fill", choices=("nan", "costmodel", "error"), default="nan",
                    help="blocks missing from the table: NaN latency, analytic estimate (flagged), or error")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--precision", default="fp32")
+    add_batch_size(p, help="batch the table's latencies are for (default 1)", old=("--batch",))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
+                   help="precision the table's latencies are for (default fp32)")
     p.add_argument("--no-calibration", action="store_true", help="use the raw table sum")
     p.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="block latency read from the table (min is steadier on a busy shared CPU)")
-    p.add_argument("--json", action="store_true")
+    add_json(p, "the pool's summary")
     p.set_defaults(handler=_sample)
 
     lut = subparsers.add_parser("lut", help="per-block latency lookup table: build, validate, export, info")
@@ -41,19 +43,19 @@ def register(subparsers) -> None:
     src = b.add_mutually_exclusive_group()
     src.add_argument("--n", type=int, help="sample this many networks from --space (default 20)")
     src.add_argument("--pool", help="a pool .npz from `gpunet sample` (its vectors, in its own space)")
-    src.add_argument("--model", action="append", help="a hub model or spec file (repeatable)")
-    b.add_argument("--seed", type=int, default=0)
+    src.add_argument("--model", action="append", help="a hub model or spec file (repeatable, or a comma list)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the --n networks (default 0)")
     b.add_argument("--limit", type=int, help="measure at most this many missing blocks (resume later)")
     b.add_argument("--dry-run", action="store_true", help="only count missing blocks")
     b.add_argument("--refresh", action="store_true",
                    help="measure present blocks again too, keeping the lower latency (busy machines)")
-    b.add_argument("--json", action="store_true")
+    add_json(b, "the build summary")
     b.set_defaults(handler=_build)
 
     v = sub.add_parser("validate", help="measure N random networks end to end and compare with the table")
     _common(v)
-    v.add_argument("--n", type=int, default=50)
-    v.add_argument("--seed", type=int, default=1)
+    v.add_argument("--n", type=int, default=50, help="networks measured end to end (default 50)")
+    v.add_argument("--seed", type=int, default=1, help="seed of the networks (default 1; use a fresh one per check)")
     v.add_argument("--plot", help="scatter plot PNG path")
     v.add_argument("--no-build", action="store_true", help="do not measure missing blocks first")
     v.add_argument("--refresh-blocks", action="store_true",
@@ -63,18 +65,19 @@ def register(subparsers) -> None:
     v.add_argument("--passes", type=int, default=5,
                    help="end-to-end passes over the networks, each in a fresh session; each network keeps its "
                         "median (default 5)")
-    v.add_argument("--json", action="store_true")
+    add_json(v, "the validation report")
     v.set_defaults(handler=_validate, space_default="small")
 
     e = sub.add_parser("export", help="write the table as CSV or JSON")
-    e.add_argument("--lut", required=True)
-    e.add_argument("--out", required=True)
+    e.add_argument("--lut", required=True, help="latency table file (SQLite)")
+    e.add_argument("--out", required=True, help="output file (.csv or .json)")
     e.add_argument("--format", choices=("csv", "json"), help="default: from the --out suffix")
+    add_json(e, "what was written")
     e.set_defaults(handler=_export)
 
     i = sub.add_parser("info", help="device, backend, block counts and calibration of a table")
-    i.add_argument("--lut", required=True)
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--lut", required=True, help="latency table file (SQLite)")
+    add_json(i, "the table's summary")
     i.set_defaults(handler=_info)
 
     _register_search(subparsers)
@@ -82,12 +85,13 @@ def register(subparsers) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lut", required=True, help="latency table file (SQLite; created if missing)")
-    p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch, openvino or tensorrt")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "openvino", "tensorrt"),
+                   help="engine the blocks are timed on (default onnxruntime)")
     p.add_argument("--space", default=None, help="'paper' (Table 1), 'small' (default for validate) or a JSON file")
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=30, help="timed runs per block / network (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     p.add_argument("--threads", type=int, help="CPU threads (fixed per table; default: all usable cores)")
-    p.add_argument("--precision", default="fp32",
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
                    help="precision blocks and networks run in: fp32 (default), bf16 / fp16 (openvino, tensorrt), "
                         "int8 (onnxruntime, openvino, tensorrt; NNCF on random inputs, speed only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -105,7 +109,7 @@ def _build(args) -> int:
     if args.model:
         from gpunet.hub import load_spec
 
-        keys = [k for m in args.model for k in spec_blocks(load_spec(m), precision=args.precision)]
+        keys = [k for m in model_list(args.model) for k in spec_blocks(load_spec(m), precision=args.precision)]
     elif args.pool:
         from gpunet.search import Pool
 
@@ -191,7 +195,10 @@ def _export(args) -> int:
 
     with LatencyTable(args.lut) as t:
         n = t.export(args.out, args.format)
-    print(f"wrote {n} blocks to {args.out}")
+    if args.json:
+        print_json({"out": args.out, "blocks": n})
+    else:
+        print(f"wrote {n} blocks to {args.out}")
     return 0
 
 
@@ -224,7 +231,7 @@ def _sample(args) -> int:
         except ValueError:
             raise ValueError(f"--edges: expected comma-separated numbers in ms, got {args.edges!r}") from None
     pool = Pool.sample(_space(args), args.n, seed=args.seed, lut=args.lut, groups=args.groups, edges_ms=edges,
-                       batch=args.batch, precision=args.precision, fill=args.fill,
+                       batch=args.batch_size, precision=args.precision, fill=args.fill,
                        calibration=not args.no_calibration, statistic=args.statistic)
     pool.save(args.out)
     summary = {"out": args.out, **pool.summary()}
@@ -260,7 +267,8 @@ def _register_search(subparsers) -> None:
     g.add_argument("--group", help="latency group(s) of the pool (pools sampled with --lut): a label, a comma list "
                                    "(0,2,5) or 'all'; several groups: one search and --budget evaluations each")
     g.add_argument("--latency-ms", help="LO:HI, candidates with LO <= latency < HI")
-    r.add_argument("--evaluator", choices=("train", "synthetic"), required=True)
+    r.add_argument("--evaluator", choices=("train", "synthetic"), required=True,
+                   help="train: each candidate is trained (--data-dir, --epochs); synthetic: a fast test objective")
     r.add_argument("--algorithm", choices=("lamcts", "tpe", "random"), default="lamcts",
                    help="ask/tell algorithm (default: lamcts, the paper's LA-MCTS-guided BO)")
     r.add_argument("--budget", type=int, required=True,
@@ -301,35 +309,36 @@ def _register_search(subparsers) -> None:
                    help="share of candidates whose trials always raise OSError (infrastructure failures)")
     y.add_argument("--flaky-rate", type=float, default=0.0,
                    help="share of candidates whose first attempt raises OSError (a retry succeeds)")
-    r.add_argument("--json", action="store_true", help="final status as JSON (last line)")
+    add_json(r, "the final status")
     r.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     r.set_defaults(handler=_search_run)
 
     rp = sub.add_parser("repair", help="move corrupt journal lines to results.rejected.jsonl (nothing else changes)")
     rp.add_argument("dir", help="search folder")
-    rp.add_argument("--json", action="store_true")
+    add_json(rp, "the lines moved")
     rp.set_defaults(handler=_search_repair)
 
     st = sub.add_parser("status", help="progress, best so far and running trials of a search folder")
     st.add_argument("dir", help="search folder")
-    st.add_argument("--json", action="store_true")
+    add_json(st, "the status")
     st.set_defaults(handler=_search_status)
 
     e = sub.add_parser("export", help="write the best candidates into the user registry (gpunet.query lists them)")
-    e.add_argument("dir")
-    e.add_argument("--top", type=int, default=1)
-    e.add_argument("--device", required=True, help="device name the latencies are for")
+    e.add_argument("dir", help="search folder")
+    e.add_argument("--top", type=int, default=1, help="best candidates to export (per group with --pareto; default 1)")
+    add_gpu(e, "device name the winners' latencies are for (registered as their tier)", old=("--device",),
+            required=True)
     e.add_argument("--backend", default="onnxruntime", help="latency.benchmark backend")
     e.add_argument("--no-measure", action="store_true", help="use the pool's table estimate (kind: estimated)")
     e.add_argument("--prefix", help="model name prefix (default: search-<folder name>)")
-    e.add_argument("--iters", type=int, default=50)
+    e.add_argument("--iters", type=int, default=50, help="timed runs when measuring (default 50)")
     e.add_argument("--pareto", action="store_true",
                    help="export each latency group's best (a search run with --group all or a list): the front")
     e.add_argument("--test-dir", help="measure the exported top-1 on this split (class folders, or DIR/test), "
                                       "one the search never selected on")
     e.add_argument("--force", action="store_true",
-                   help="export although --device is not the device the pool's latency table was measured on")
-    e.add_argument("--json", action="store_true")
+                   help="export although --gpu is not the device the pool's latency table was measured on")
+    add_json(e, "the exported models")
     e.set_defaults(handler=_search_export)
 
 
@@ -370,9 +379,38 @@ def _search_run(args) -> int:
         address=args.address, seed=args.seed, max_retries=args.max_retries,
         max_infra_failures=args.max_infra_failures, scheduler=args.scheduler, grace_epochs=args.grace_epochs,
         reduction_factor=args.reduction_factor, evaluator_options=opts)
-    status = run_search(settings, resume=args.resume, progress=None if args.quiet else _progress_line)
+    bar = None if args.quiet else _Progress(args.budget)
+    try:
+        status = run_search(settings, resume=args.resume, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     _print_status(status, args.json)
     return 0
+
+
+class _Progress:
+    """Progress of a search on stderr: a tqdm bar on a terminal, else one line per finished trial
+    (logs and CI keep every line)."""
+
+    def __init__(self, budget: int):
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=budget, desc="search", unit="trial", file=sys.stderr)
+
+    def __call__(self, p) -> None:
+        if self.bar is None:
+            _progress_line(p)
+            return
+        self.bar.total = p["budget"]
+        self.bar.update(p["completed"] - self.bar.n)
+        self.bar.set_postfix(best="-" if p["best"] is None else f"{p['best']:.4g}", running=p["running"])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _progress_line(p) -> None:
@@ -388,7 +426,7 @@ def _search_repair(args) -> int:
 
     moved = repair_journal(args.dir)
     if args.json:
-        print(json.dumps({"dir": os.path.abspath(args.dir), "moved_lines": moved}))
+        print_json({"dir": os.path.abspath(args.dir), "moved_lines": moved})
     elif moved:
         print(f"{args.dir}: moved line(s) {', '.join(map(str, moved))} to results.rejected.jsonl")
     else:
@@ -398,7 +436,7 @@ def _search_repair(args) -> int:
 
 def _print_status(st, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(st))  # one line: the last line of output is the status
+        print_json(st)
         return
     best = st["best"]
     print(f"{st['out']}: {st['completed']}/{st['budget']} evaluated ({st['failed']} failed), "
@@ -429,7 +467,7 @@ def _search_status(args) -> int:
 def _search_export(args) -> int:
     from gpunet.search.engine.winners import export_winners
 
-    rows = export_winners(args.dir, top=args.top, device=args.device, backend=args.backend,
+    rows = export_winners(args.dir, top=args.top, device=args.gpu, backend=args.backend,
                           measure=not args.no_measure, prefix=args.prefix, iters=args.iters, pareto=args.pareto,
                           test_dir=args.test_dir, force=args.force)
     for r in rows:
@@ -438,7 +476,7 @@ def _search_export(args) -> int:
             print(f"gpunet search export: warning: {r['name']} (group {r['group']}) measures {r['latency_ms']:.4g} ms "
                   f"on {r['device']}, outside its group's {lo:.4g}-{hi:.4g} ms", file=sys.stderr)
     if args.json:
-        print(json.dumps({"models": rows}))
+        print_json({"models": rows})
         return 0
     print(format_table([[r["name"], "-" if r["group"] is None else r["group"], f"{r['top1']:.2f}",
                          f"{r['dataset']} {r['top1_split'].split(' ')[0]}", "yes" if r["proxy"] else "no",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ._flags import add_json, add_model
 from ._fmt import format_table, print_json
 
 
@@ -15,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=lambda a: (p.print_help(), 2)[1])
 
     c = ws.add_parser("convert", help="NVIDIA .pth.tar/zip -> safetensors with gpunet key names")
-    c.add_argument("name", help="hub model, e.g. gpunet-0")
+    add_model(c, "hub model, e.g. gpunet-0")
     c.add_argument("src", help="NVIDIA's NGC zip, the .pth.tar inside it, or any checkpoint")
     c.add_argument("dst", help="output .safetensors file")
     c.add_argument("--source", help="where SRC came from, stored in the metadata (default: its file name)")
@@ -25,28 +26,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--hf-revision", help="with --hf-repo (required): pinned revision, a 40-hex commit hash")
     c.add_argument("--url", help="with --manifest: a plain URL the file is served from")
     c.add_argument("--prefer", action="store_true", help="with --manifest: make it the default variant")
+    add_json(c, "the file written (and the manifest entry)")
     c.set_defaults(handler=_convert)
 
     i = ws.add_parser("import", help="put a hand-downloaded weights file (NGC zip, .pth.tar, .safetensors) "
                                      "into the cache, after checking it fits the architecture")
-    i.add_argument("name")
-    i.add_argument("path")
+    add_model(i, "hub model the file is for, e.g. gpunet-0")
+    i.add_argument("path", help="the weights file (NGC zip, .pth.tar, .safetensors)")
     i.add_argument("--variant", help="manifest variant (default: by file type)")
+    add_json(i, "the cache record")
     i.set_defaults(handler=_import)
 
     d = ws.add_parser("download", help="fetch a model's weights into the cache now")
-    d.add_argument("name")
+    add_model(d, "hub model, e.g. gpunet-0")
     d.add_argument("--variant", help="manifest variant (default: best available)")
+    add_json(d, "the cached file")
     d.set_defaults(handler=_download)
 
     ls = ws.add_parser("list", help="what is in the cache")
-    ls.add_argument("--json", action="store_true")
+    add_json(ls, "the cache records")
     ls.set_defaults(handler=_list)
 
     v = ws.add_parser("verify", help="re-hash cached files against their records (exit 1 on any failure)")
-    v.add_argument("name", nargs="?", help="only this model")
+    add_model(v, "only this model (default: every cached file)", optional=True)
     v.add_argument("--deep", action="store_true", help="also load every file into its architecture")
-    v.add_argument("--json", action="store_true")
+    add_json(v, "one record per file")
     v.set_defaults(handler=_verify)
 
 
@@ -62,6 +66,7 @@ def _convert(args) -> int:
         raise ValueError(f"--hf-revision {args.hf_revision!r}: a Hugging Face source must pin a 40-hex commit "
                          f"hash (a branch or tag can move to other bytes)")
     res = convert_to_safetensors(args.name, args.src, args.dst, source=args.source)
+    report = {k: res[k] for k in ("path", "size", "sha256")}
     print(f"wrote {res['path']} ({res['size']} bytes)")
     print(f"sha256 {res['sha256']}")
     if args.manifest:
@@ -72,6 +77,9 @@ def _convert(args) -> int:
                                      hf_filename=os.path.basename(args.dst) if args.hf_repo else None, url=args.url)
         atomic_write_text(args.manifest, manifest.with_variant(var, prefer=args.prefer).to_json())
         print(f"updated {args.manifest}: {var.model} variant {var.name!r}")
+        report["manifest"] = {"path": args.manifest, "model": var.model, "variant": var.name}
+    if args.json:
+        print_json(report)
     return 0
 
 
@@ -79,6 +87,9 @@ def _import(args) -> int:
     from gpunet.weights import import_weights
 
     rec = import_weights(args.name, args.path, variant=args.variant)
+    if args.json:
+        print_json(rec)
+        return 0
     print(f"imported {rec['model']} ({rec['variant']}) -> {rec['path']}")
     print(f"sha256 {rec['sha256']}")
     return 0
@@ -88,6 +99,9 @@ def _download(args) -> int:
     from gpunet.weights import fetch_weights
 
     path, var = fetch_weights(args.name, args.variant)
+    if args.json:
+        print_json({"model": var.model, "variant": var.name, "path": str(path)})
+        return 0
     print(f"{var.model} ({var.name}): {path}")
     return 0
 

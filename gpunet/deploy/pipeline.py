@@ -109,7 +109,7 @@ def candidate_models(models: Any, all_models: bool, device: str, budget: float,
         if known is not None and known > budget * CANDIDATE_SLACK:
             skipped.append(MeasuredPath(n, "-", "-", registry_top1=reg.model_info(n).get("top1"), status="skipped",
                                         reason=f"known figure {known:.2f} ms on {device} > {CANDIDATE_SLACK:g} x "
-                                               f"budget (use --all or --models to measure it again)"))
+                                               f"budget (use --all or --model to measure it again)"))
         else:
             names.append(n)
     return names, skipped
@@ -218,7 +218,7 @@ def _nothing_could_fit(left_out: Sequence[MeasuredPath], device: str, budget: fl
     name = min(known, key=known.get)
     return NoFitError(f"max_latency_ms {budget:g}: no hub model could fit on {device}; every known figure is above "
                       f"{CANDIDATE_SLACK:g} x the budget, the fastest being {name} at {known[name]:.2f} ms "
-                      f"(--all or --models measures them again)", None, left_out)
+                      f"(--all or --model measures them again)", None, left_out)
 
 
 def deploy(max_latency_ms: float, out: str, *, device: Optional[str] = None, models: Any = None,
