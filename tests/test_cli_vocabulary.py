@@ -85,3 +85,32 @@ def test_a_library_argument_error_names_the_renamed_flag(isolated_home, capsys):
     assert main(["query", "--gpu", "gv100", "--batch-size", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gpunet query: error: --batch-size"), err
+
+
+def _documented_commands():
+    """Every complete ``gpunet ...`` line in the shell examples of README.md and docs/ (lines with
+    placeholders such as ``[--all]``, pipes or continuations are left out)."""
+    import shlex
+    from pathlib import Path
+
+    from test_docs_snippets import all_snippets
+
+    for s in all_snippets():
+        if s.lang != "shell":
+            continue
+        for n, line in enumerate(s.code.splitlines()):
+            line = line.split(" #")[0].strip()
+            if line.startswith("gpunet ") and not any(c in line for c in "[]|\\$<>…") and "..." not in line:
+                yield f"{s.id}+{n}", shlex.split(line)[1:]
+
+
+def test_the_documented_commands_parse_and_use_no_old_spelling(capsys):
+    seen = 0
+    for where, argv in _documented_commands():
+        try:
+            ns = build_parser().parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{where}: `gpunet {' '.join(argv)}` does not parse: {capsys.readouterr().err}")
+        assert not getattr(ns, "deprecated_flags", None), (where, ns.deprecated_flags)
+        seen += 1
+    assert seen >= 20
