@@ -30,11 +30,13 @@ def _busy(*argv, timeout=120):
 
 def test_the_command_runs_beside_the_hogs_and_they_are_stopped():
     before = _hogs_left()
-    # the command sees the two hogs (children of busy.py, like itself), and its exit code is passed on
+    # the command sees the two hogs (children of busy.py, like itself: a suite run under busy.py has
+    # the outer run's hogs too), and its exit code is passed on
     probe = ("import os, sys; from pathlib import Path; "
              "marked = lambda p: b'gpunet tools/busy.py hog' in Path('/proc', p, 'cmdline').read_bytes(); "
+             "parent = lambda p: int(Path('/proc', p, 'stat').read_text().rsplit(')', 1)[1].split()[1]); "
              "hogs = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (os.getpid(), os.getppid()) "
-             "and Path('/proc', p, 'cmdline').exists() and marked(p)]; "
+             "and Path('/proc', p, 'cmdline').exists() and marked(p) and parent(p) == os.getppid()]; "
              "sys.exit(10 + len(hogs))")
     r = _busy("--hogs", "2", "--timeout", "60", "--", sys.executable, "-c", probe)
     assert r.returncode == 12, r.stderr
