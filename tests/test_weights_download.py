@@ -302,3 +302,48 @@ def test_hugging_face_source_downloads_into_hf_cache_and_verifies(g0, tmp_path, 
             gpunet.get_model("gpunet-0", pretrained=True)
     left = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "hf2") for f in fs]
     assert not [f for f in left if "blobs" in f or "snapshots" in f] and cache_files() == []
+
+
+def test_a_verified_file_is_trusted_by_its_stat_signature_and_any_change_is_hashed_again(g0, mirror, monkeypatch):
+    import time
+
+    import gpunet.weights.cache as cache
+    import gpunet.weights.verify as verify
+    from gpunet.weights import verify_cached
+
+    hashed = []
+
+    def counting(real):
+        return lambda path, *a, **k: hashed.append(path) or real(path, *a, **k)
+
+    monkeypatch.setattr(cache, "sha256_file", counting(cache.sha256_file))
+    monkeypatch.setattr(verify, "sha256_file", counting(verify.sha256_file))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpunet.get_model("gpunet-0", pretrained=True)  # downloaded, hashed as it came in
+    path, record = cache_files()
+    rec = json.load(open(record))
+    assert rec["stat"] == cache.stat_signature(path)
+    hashed.clear()
+    assert same_weights(gpunet.get_model("gpunet-0", pretrained=True), g0[0]) and hashed == []  # trusted
+
+    original, st = open(path, "rb").read(), os.stat(path)
+    time.sleep(0.05)  # past the file system's timestamp tick, so the rewrite gets a new ctime
+    with open(path, "r+b") as f:  # same size, and the mtime put back: only the ctime tells
+        f.seek(5000)
+        f.write(b"\0" * 8)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.path.getsize(path) == st.st_size and os.stat(path).st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(CacheCorruptError, match="do not match"):
+        gpunet.get_model("gpunet-0", pretrained=True)
+    assert hashed == [path]
+
+    with open(path, "wb") as f:  # the right bytes again: hashed once, then trusted again
+        f.write(original)
+    hashed.clear()
+    assert same_weights(gpunet.get_model("gpunet-0", pretrained=True), g0[0]) and hashed == [path]
+    assert json.load(open(record))["stat"] == cache.stat_signature(path)
+    hashed.clear()
+    gpunet.get_model("gpunet-0", pretrained=True)
+    assert hashed == []
+    assert [r["ok"] for r in verify_cached()] == [True] and hashed == [path]  # verify always hashes

@@ -1,9 +1,13 @@
 """The weights cache: ``$GPUNET_HOME/weights/<model>/<variant>/<file>`` plus a record beside it.
 
 The record (``<file>.json``) holds the sha256 a file was verified with: the publisher's when
-the manifest has one, else the hash of the first verified download (or import). Every later
-load recomputes the hash and compares, so a file damaged on disk is never loaded silently.
-Files fetched through Hugging Face stay in HF's own cache; their record points there.
+the manifest has one, else the hash of the first verified download (or import), and the file's
+stat signature at that moment (size, mtime, ctime, inode, device), as pip and huggingface_hub
+trust a verified file: hash once, then trust the signature. A load whose file still has the
+recorded signature skips the hash; any change on disk (a rewrite, even one that restores the
+size and mtime, changes the ctime) makes the next load hash the file again and refuse it if the
+hash differs. ``gpunet weights verify`` always hashes. Files fetched through Hugging Face stay
+in HF's own cache; their record points there.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from .download import ChecksumError, sha256_file
 from .manifest import Variant
 
 __all__ = ["RECORD_SCHEMA", "CacheCorruptError", "cache_root", "variant_dir", "cache_file", "read_record",
-           "write_record", "commit_file", "check_record", "list_cached"]
+           "write_record", "commit_file", "check_record", "list_cached", "stat_signature"]
 
 RECORD_SCHEMA = "gpunet-weights-record/1"
 
@@ -62,6 +66,14 @@ def read_record(variant: Variant) -> Optional[Dict[str, Any]]:
     return rec
 
 
+def stat_signature(path: str) -> Dict[str, int]:
+    """What changes when a file's bytes may have: size, mtime, ctime, inode, device (following
+    symlinks, so a Hugging Face cache link gives its blob's)."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
+            "dev": st.st_dev}
+
+
 def _new_record(variant: Variant, path: str, size: int, sha256: str, verified_by: str, source: str,
                 **extra: Any) -> Dict[str, Any]:
     return {"schema": RECORD_SCHEMA, "model": variant.model, "variant": variant.name, "format": variant.format,
@@ -78,6 +90,7 @@ def write_record(variant: Variant, path: str, sha256: str, verified_by: str, sou
     """
     os.makedirs(variant_dir(variant.model, variant.name), exist_ok=True)
     rec = _new_record(variant, path, os.path.getsize(path), sha256, verified_by, source, **extra)
+    rec["stat"] = stat_signature(path)
     atomic_write_text(_record_path(variant), json.dumps(rec, indent=1) + "\n")
     return dict(rec, record=_record_path(variant))
 
@@ -103,6 +116,7 @@ def commit_file(variant: Variant, tmp: str, sha256: str, verified_by: str, sourc
                    pending={"sha256": sha256, "record": rec})
     atomic_write_text(_record_path(variant), json.dumps(journal, indent=1) + "\n")
     os.replace(tmp, dest)
+    rec["stat"] = stat_signature(dest)
     atomic_write_text(_record_path(variant), json.dumps(rec, indent=1) + "\n")
     return dict(rec, record=_record_path(variant))
 
@@ -110,29 +124,36 @@ def commit_file(variant: Variant, tmp: str, sha256: str, verified_by: str, sourc
 def check_record(variant: Variant, rec: Dict[str, Any]) -> str:
     """The recorded file's path, after checking its sha256 (and the manifest's, if any).
 
-    A record that does not match its file is re-verified, never trusted blindly either way: the
-    file is accepted only if its hash is the manifest's, or the one an interrupted
-    :func:`commit_file` announced (``pending``); the record is then rewritten. Otherwise the
-    file was changed or damaged on disk and :class:`CacheCorruptError` says so.
+    The hash is skipped when the record agrees with the manifest and the file still has the
+    recorded stat signature (:func:`stat_signature`). A record that does not match its file is
+    re-verified, never trusted blindly either way: the file is accepted only if its hash is the
+    manifest's, or the one an interrupted :func:`commit_file` announced (``pending``); the record
+    is then rewritten. Otherwise the file was changed or damaged on disk and
+    :class:`CacheCorruptError` says so.
     """
     path = rec["path"]
     if not os.path.exists(path):
         raise FileNotFoundError(f"{_record_path(variant)} records {path}, which no longer exists; "
                                 f"delete the record and fetch again")
-    actual = sha256_file(path)
     pending = rec.get("pending") if isinstance(rec.get("pending"), dict) else None
     expected = variant.sha256 or rec["sha256"]
+    signature = stat_signature(path)
+    if rec["sha256"] == expected and not pending and rec.get("stat") == signature:
+        return path  # verified before, unchanged since
+    actual = sha256_file(path)
     if actual == expected and rec["sha256"] == actual and not pending:
-        return path
+        atomic_write_text(_record_path(variant), json.dumps(dict(_plain(rec), stat=signature), indent=1) + "\n")
+        return path  # the same bytes (touched, copied back, or an older record): trusted from now on
     fixed = None
     if pending and actual == pending.get("sha256") and (not variant.sha256 or actual == variant.sha256):
         fixed = dict(pending["record"])  # the commit renamed the file, then stopped
     elif actual == expected:  # stale record (or a commit that stopped before its rename): file checks out
-        fixed = {k: v for k, v in rec.items() if k not in ("pending", "record")}
+        fixed = _plain(rec)
         if rec["sha256"] != actual:
             fixed.update(sha256=actual, size=os.path.getsize(path), verified_by="manifest",
                          recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if fixed is not None:
+        fixed["stat"] = signature
         atomic_write_text(_record_path(variant), json.dumps(fixed, indent=1) + "\n")
         return path
     why = "the manifest's sha256" if variant.sha256 else f"the sha256 recorded {rec.get('recorded_at')}"
@@ -140,6 +161,11 @@ def check_record(variant: Variant, rec: Dict[str, Any]) -> str:
                             f"{why}: expected {expected}, got {actual}. The file was changed or damaged "
                             f"on disk; delete it (and {os.path.basename(_record_path(variant))}) to fetch "
                             f"it again")
+
+
+def _plain(rec: Dict[str, Any]) -> Dict[str, Any]:
+    """A record as stored: without an interrupted commit's ``pending`` or the ``record`` path."""
+    return {k: v for k, v in rec.items() if k not in ("pending", "record")}
 
 
 def list_cached() -> List[Dict[str, Any]]:
