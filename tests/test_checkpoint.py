@@ -105,3 +105,32 @@ def test_missing_file_and_conflicting_arguments(tmp_path):
         gpunet.get_model("gpunet-0", checkpoint_path=str(tmp_path / "nope.pth"))
     with pytest.raises(ValueError, match="not both"):
         gpunet.get_model("gpunet-0", pretrained=True, checkpoint_path="x.pth")
+
+
+def test_a_file_read_is_adopted_by_the_same_parameter_objects(trained, tmp_path):
+    from safetensors.torch import save_file
+
+    from gpunet.checkpoint import load_state_dict_into
+
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    model = gpunet.get_model("gpunet-0")
+    params = dict(model.named_parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # made before the load: must still train the model
+    load_checkpoint(model, str(path))
+    assert all(p is params[k] for k, p in model.named_parameters())  # same objects, new memory
+    assert torch.equal(_logits(model), _logits(trained))
+    before = model.classifier.weight.detach().clone()
+    model.train()(torch.randn(2, 3, 64, 64)).sum().backward()
+    opt.step()
+    assert not torch.equal(model.classifier.weight, before)
+
+    mine = {k: v.clone() for k, v in trained.state_dict().items()}  # the caller's dict: copied, never adopted
+    other = load_state_dict_into(gpunet.get_model("gpunet-0"), mine)
+    mine["classifier.bias"].add_(1.0)
+    assert torch.equal(other.classifier.bias, trained.classifier.bias)
+
+    half = gpunet.get_model("gpunet-0").half()  # another dtype: load_state_dict converts as before
+    load_checkpoint(half, str(path))
+    assert half.classifier.weight.dtype == torch.float16
+    assert torch.allclose(half.classifier.weight.float(), trained.classifier.weight, atol=1e-3)
