@@ -119,7 +119,8 @@ def adopt_state_dict(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Ten
     contiguous tensors, no tensor shared between two names; False (nothing done) otherwise, and
     ``load_state_dict`` copies. ``sd`` must be no one else's (a file just read): the model now
     holds its tensors."""
-    if set(sd) != set(own) or len({t.data_ptr() for t in own.values()}) != len(own):
+    if set(sd) != set(own) or len({t.data_ptr() for t in own.values()}) != len(own) \
+            or len({sd[k].data_ptr() for k in own}) != len(own):  # two names, one tensor: copy, not alias
         return False
     if any(sd[k].dtype != t.dtype or sd[k].device != t.device or not sd[k].is_contiguous() for k, t in own.items()):
         return False
