@@ -84,6 +84,7 @@ class LatencyEstimator:
         order = np.argsort(codes, kind="stable")
         self._codes = codes[order]
         self._ms = cols["ms"][order]
+        self._weight_bytes = block_weight_bytes(self._fields(self._codes))  # per table code, computed once
         self.cost_model = cost_model
         if fill == "costmodel" and cost_model is None:
             model = RooflineModel()
@@ -102,11 +103,22 @@ class LatencyEstimator:
 
     def lookup_codes(self, codes: np.ndarray):
         """Latency per code (NaN where missing) and a found mask."""
+        ms, found, _ = self._lookup(codes)
+        return ms, found
+
+    def _lookup(self, codes: np.ndarray):
+        """(latency or NaN, found, weight bytes) per code; a code the table lacks gets its weight
+        bytes computed from its fields (the same function, so the same value)."""
         if len(self._codes) == 0:
-            return np.full(codes.shape, np.nan), np.zeros(codes.shape, dtype=bool)
+            return np.full(codes.shape, np.nan), np.zeros(codes.shape, dtype=bool), \
+                block_weight_bytes(self._fields(codes))
         idx = np.minimum(np.searchsorted(self._codes, codes), len(self._codes) - 1)
         found = self._codes[idx] == codes
-        return np.where(found, self._ms[idx], np.nan), found
+        weight = self._weight_bytes[idx]
+        if not found.all():
+            weight = weight.copy()
+            weight[~found] = block_weight_bytes(self._fields(codes[~found]))
+        return np.where(found, self._ms[idx], np.nan), found, weight
 
     def missing_keys(self, vectors, limit: Optional[int] = None) -> List[BlockKey]:
         """Blocks these networks need that the table lacks."""
@@ -135,9 +147,9 @@ class LatencyEstimator:
         missing = np.zeros(n, dtype=bool)
         weight_mb = np.zeros(n)
         for slot in block_slots(self.space, arr):
-            ms, found = self.lookup_codes(slot.codes)
+            ms, found, weight = self._lookup(slot.codes)
             used = slot.counts > 0
-            weight_mb += block_weight_bytes(self._fields(slot.codes)) * 1e-6 * slot.counts
+            weight_mb += weight * 1e-6 * slot.counts
             gap = used & ~found
             if gap.any():
                 if self.fill == "error":
