@@ -39,7 +39,7 @@ from gpunet.cli._fmt import format_table  # noqa: E402
 from gpunet.deploy.choose import NoFitError, choose  # noqa: E402
 from gpunet.deploy.measure import Timing, graph_for, measure_model, plan_paths  # noqa: E402
 from gpunet.deploy.runtime import path_callable, usable_threads  # noqa: E402
-from gpunet.latency.fingerprint import device_fingerprint  # noqa: E402
+from gpunet.latency.fingerprint import cpu_description, device_fingerprint  # noqa: E402
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": None}  # int8: rest bf16 where native
 TOLERANCE = 0.10
@@ -47,13 +47,6 @@ TOLERANCE = 0.10
 
 def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def _isa(flags) -> str:
-    have = set(flags)
-    isa = "AMX" if {"amx_bf16", "amx_int8"} & have else "AVX-512" if "avx512f" in have else \
-        "AVX2" if "avx2" in have else "SSE"
-    return f"{isa} ({' '.join(sorted(have))})"
 
 
 def measure(names, args, timing):
@@ -186,7 +179,7 @@ def main(argv=None):
     timing = Timing(rounds=args.rounds, block=args.block, warmup_s=args.warmup_s)
     fp = device_fingerprint("openvino")
     start = time.perf_counter()
-    print(f"# {time.strftime('%Y-%m-%d')}; {fp['cpu']}; ISA {_isa(fp.get('cpu_flags', []))}; {args.threads} threads; "
+    print(f"# {time.strftime('%Y-%m-%d')}; {cpu_description()}; {args.threads} threads; "
           f"onnxruntime {device_fingerprint('onnxruntime')['libraries'].get('onnxruntime')}, openvino "
           f"{fp['libraries'].get('openvino')}; batch 1; {timing.rounds} rounds x {timing.block}-run blocks, "
           f"{timing.warmup_s:g} s warm-up; "

@@ -31,6 +31,7 @@ def main() -> None:
     import torch
 
     from gpunet.cli._fmt import format_table
+    from gpunet.latency.fingerprint import cpu_description
     from gpunet.search import SearchSpace
     from gpunet.search.lut.costmodel import RooflineModel
     from gpunet.search.lut.calibration import Calibration
@@ -72,6 +73,7 @@ def main() -> None:
             ["prepare table (untimed, s)", f"{prep:.2f}"], ["load table (s)", f"{t_load:.3f}"],
             ["Sobol sample (s)", f"{t_sample:.3f}"], ["estimate (s)", f"{t_est:.3f}"], ["total (s)", f"{total:.3f}"],
             ["median estimated latency (ms)", f"{np.median(result.latency_ms):.3f}"]]
+    print(f"{cpu_description()}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(format_table(rows, ["step", "value"], align="ll"))
     print(f"networks_per_minute: {int(args.n / total * 60)}")
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import sys
 import time
 import warnings
@@ -45,6 +44,8 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from gpunet.latency.fingerprint import cpu_description  # noqa: E402
 
 CHECKPOINTS = (25, 50, 100, 200)
 
@@ -176,26 +177,6 @@ def run_one(algo, values, budget, batch, index):
 def top_percent(ranked, trace):
     """Share (%) of the pool strictly better than each best-so-far in ``trace`` (``ranked`` sorted)."""
     return 100.0 * (len(ranked) - np.searchsorted(ranked, trace, side="right")) / len(ranked)
-
-
-def cpu_description():
-    """CPU model, its vector ISA and the core count: what the timings depend on besides the load."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key.strip() == "model name":
-                    model = val.strip()
-                elif key.strip() == "flags":
-                    flags = set(val.split())
-                if model and flags:
-                    break
-    except OSError:
-        pass
-    isa = [name for name, flag in (("avx512", "avx512f"), ("amx", "amx_tile"), ("avx2", "avx2"))
-           if flag in flags]
-    return f"{model}; ISA {'+'.join(isa) or 'unknown (no /proc/cpuinfo)'}; cpus {os.cpu_count()}"
 
 
 def time_tell_ask(space, objective, told=1000, pool_n=1_000_000, repeats=3):

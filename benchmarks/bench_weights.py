@@ -46,6 +46,7 @@ def main() -> None:
     import gpunet
     from gpunet.checkpoint import load_checkpoint
     from gpunet.cli._fmt import format_table
+    from gpunet.latency.fingerprint import cpu_description
     from gpunet.weights import convert_to_safetensors, import_weights, load_pretrained
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -94,24 +95,12 @@ def main() -> None:
                          f"{min(t) * 1e3:.1f}", f"{statistics.median(t) / base:.2f}x"))
     print(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
           f"{args.repeats} interleaved repeats, torch {torch.__version__}, {os.cpu_count()} CPUs, warm page cache; "
-          f"{_cpu()}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+          f"{cpu_description()}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(format_table(rows, ["path", "format", "MiB", "median ms", "min ms", "vs safetensors"], align="llrrrr"))
     ratio = statistics.median(times[("load_pretrained", "safetensors")]) / \
         statistics.median(times[("read", "safetensors")])
     print(f"cached, verified load_pretrained / safetensors.torch.load_file of the same file: {ratio:.2f}x "
           f"(target <= 1.5x, issue 25)")
-
-
-def _cpu() -> str:
-    """The CPU model and its vector ISA, from /proc/cpuinfo (Linux)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return "cpu unknown"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    isa = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
-    return f"{model}, {isa}"
 
 
 if __name__ == "__main__":

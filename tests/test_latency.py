@@ -190,3 +190,15 @@ def test_cli_bench_errors(capsys):
     assert "unsupported precision 'int8' for backend 'torch'" in capsys.readouterr().err
     assert main(["bench", "--model", "gpunet-zz", "--backend", "torch"]) == 1
     assert "unknown model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, isa", [(["avx2", "fma"], "ISA AVX2"),
+                                        (["avx2", "avx512f", "avx512_bf16"], "ISA AVX-512"),
+                                        (["avx512f", "amx_bf16", "amx_int8"], "ISA AMX"), ([], "ISA no AVX2")])
+def test_cpu_description_names_the_widest_isa_for_benchmark_output(flags, isa):
+    from gpunet.latency.fingerprint import cpu_description, cpu_info
+
+    line = cpu_description({"cpu": "Some CPU", "cpu_flags": flags, "cpu_usable": 2, "cpu_count": 4})
+    assert line.startswith(f"Some CPU; {isa} (") and line.endswith("2 of 4 cores usable")
+    assert all(f in line for f in flags)
+    assert cpu_description().startswith(cpu_info()["cpu"])  # this machine's own line

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from typing import Any, Dict, List, Optional
 
-__all__ = ["device_fingerprint", "cpu_info", "gpu_info", "fingerprint_id", "default_device_name"]
+__all__ = ["device_fingerprint", "cpu_info", "cpu_description", "gpu_info", "fingerprint_id", "default_device_name"]
 
 #: instruction-set extensions that change which kernels the CPU runtimes pick.
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
@@ -44,6 +44,17 @@ def cpu_info() -> Dict[str, Any]:
         usable = os.cpu_count() or 1
     return {"cpu": model, "cpu_count": os.cpu_count(), "cpu_usable": usable,
             "cpu_flags": [f for f in _CPU_FLAGS if f in flags]}
+
+
+def cpu_description(info: Optional[Dict[str, Any]] = None) -> str:
+    """One line for a benchmark's output: the CPU model, its widest vector ISA (AMX / AVX-512 /
+    AVX2) with the flags that matter for inference, and the cores this process may use."""
+    info = info or cpu_info()
+    flags = set(info.get("cpu_flags") or ())
+    isa = "AMX" if {"amx_bf16", "amx_int8"} & flags else "AVX-512" if "avx512f" in flags else \
+        "AVX2" if "avx2" in flags else "no AVX2"
+    return (f"{info.get('cpu')}; ISA {isa} ({' '.join(sorted(flags)) or 'no flags read'}); "
+            f"{info.get('cpu_usable')} of {info.get('cpu_count')} cores usable")
 
 
 @functools.lru_cache(maxsize=1)
