@@ -53,6 +53,16 @@ def test_old_spellings_still_work_and_warn(isolated_home, capsys):
     assert "--batch is deprecated" in old.err and "deprecated" not in new.err
 
 
+def test_a_required_flag_keeps_its_old_spelling(isolated_home, tmp_path, capsys):
+    from gpunet.cli._flags import finish
+
+    ns = build_parser().parse_args(["search", "export", str(tmp_path), "--device", "my-cpu"])
+    finish(ns)
+    assert ns.gpu == "my-cpu" and ns.deprecated_flags
+    assert main(["search", "export", str(tmp_path)]) == 2
+    assert "gpunet search: error: --gpu is required" in capsys.readouterr().err
+
+
 def test_model_is_a_positional_or_model_flag_given_once(isolated_home, capsys):
     assert main(["info", "--model", "gpunet-0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "gpunet-0"

@@ -3,7 +3,8 @@
 ``--img-size`` (input side in px), ``--batch-size``, ``--gpu`` (the latency device in the
 registry), ``--device`` (the torch device), ``--model`` (repeatable or a comma list) and ``--json``
 (one JSON document on stdout). An old spelling still works for one release: it is registered as a
-hidden alias of the new flag, and ``gpunet`` prints a warning on stderr when it is used. The table is in docs/cli.md.
+hidden alias of the new flag, and ``gpunet`` prints a warning on stderr when it is used. The table
+is in docs/cli.md.
 """
 from __future__ import annotations
 
@@ -54,8 +55,10 @@ def add_gpu(parser, help: str, default: Any = None, old: Sequence[str] = (), des
             append: bool = False, required: bool = False) -> argparse.Action:
     """``--gpu NAME``: the device whose latency figures are meant (``gpunet list --devices``)."""
     action = parser.add_argument("--gpu", dest=dest, default=default, metavar="NAME", help=help,
-                                 required=required, action="append" if append else "store")
+                                 required=required and not old, action="append" if append else "store")
     renamed(parser, old, action, append=append)
+    if required and old:  # argparse would refuse the old spelling alone: finish() checks instead
+        parser.set_defaults(required_flags=((dest, "--gpu"),))
     return action
 
 
@@ -84,7 +87,11 @@ def add_model(parser, help: str, dest: str = "name", optional: bool = False) -> 
 
 
 def finish(args: argparse.Namespace) -> None:
-    """After parsing: the model of an :func:`add_model` command, from whichever spelling was used."""
+    """After parsing: required flags that have an old spelling, and the model of an
+    :func:`add_model` command, from whichever spelling was used."""
+    for dest, flag in getattr(args, "required_flags", ()):
+        if getattr(args, dest, None) is None:
+            raise UsageError(f"{flag} is required", dest)
     slot = getattr(args, "model_slot", None)
     if slot is None:
         return

@@ -326,7 +326,7 @@ def _register_search(subparsers) -> None:
     e = sub.add_parser("export", help="write the best candidates into the user registry (gpunet.query lists them)")
     e.add_argument("dir", help="search folder")
     e.add_argument("--top", type=int, default=1, help="best candidates to export (per group with --pareto; default 1)")
-    add_gpu(e, "device name the winners' latencies are for (registered as their tier)", old=("--device",),
+    add_gpu(e, "device name the winners' latencies are for, registered as their tier (required)", old=("--device",),
             required=True)
     e.add_argument("--backend", default="onnxruntime", help="latency.benchmark backend")
     e.add_argument("--no-measure", action="store_true", help="use the pool's table estimate (kind: estimated)")
