@@ -52,7 +52,8 @@ BN_EPS = {"standard": 1e-3, "distill": 1e-5}
 
 def conv_padding(kind: str, kernel_size: int, stride: int, family: str) -> int:
     """Padding NVIDIA's builders use: ``k // 2`` except stride-2 Fused-IRB convs in the
-    standard family, which are unpadded (GPUNet-0: 160 -> 79 -> 39)."""
+    standard family, which are unpadded (GPUNet-0: 160 -> 79 -> 39). ``kernel_size`` may be an
+    integer array (the search space prices millions of networks at once)."""
     if family == "standard" and kind == "fused_irb" and stride == 2:
         return 0
     return ((stride - 1) + (kernel_size - 1)) // 2

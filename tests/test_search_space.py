@@ -1,6 +1,7 @@
 """Search space (Table 1), the 41-integer encoding (Table 2), Sobol sampling and stratification."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -166,3 +167,18 @@ def test_stratify_partitions_by_latency():
         stratify(v, t, [1.0, 0.5])
     with pytest.raises(ValueError, match="differ in length"):
         stratify(v[:3], t, [0, 1])
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_invalid_mask_equals_a_test_per_choice(wide):
+    """The flat value table gives what ``np.isin`` per gene gives, for values below, between, above
+    and far outside the choices; a gene spanning more than the table holds is tested per choice."""
+    space = dataclasses.replace(SearchSpace.small(), resolutions=(64, 96, 70000), name="wide") if wide else SPACE
+    rng = np.random.default_rng(3)
+    v = space.sample(20_000, seed=1)
+    hit = rng.random(v.shape) < 0.05
+    v[hit] = rng.choice([-(1 << 62), -1, 0, 1, 7, 33, 69999, 70001, 1 << 62], size=hit.sum())
+    want = np.stack([~np.isin(v[:, g.index], g.choices) for g in space.genes], axis=1)
+    for arr in (v, np.asfortranarray(v)):
+        np.testing.assert_array_equal(space.invalid_mask(arr), want)
+    assert want.any() and not want.all()

@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..spec import ACTIVATIONS, LayerSpec, NetworkSpec, conv_padding
-from .._checks import non_negative_int
+from .._checks import non_negative_int, positive_int
 from ..errors import GPUNetError
 
 __all__ = ["StageSpace", "SearchSpace", "Gene", "SPACE_FORMAT", "SearchSpaceError"]
@@ -33,6 +33,7 @@ SPACE_FORMAT = "gpunet-space/1"
 _FIELDS = ("filters", "kernel", "expansion", "se", "act", "layers")  # Table 2's order within a stage
 _DEFAULTS = {"kernel": 3, "expansion": 1, "se": 0, "act": "swish", "layers": 1}
 _SAMPLE_CHUNK = 1 << 16
+_MAP_ROWS = 1 << 13  # Sobol points drawn and mapped at a time (~3 MB, stays in cache)
 
 
 class SearchSpaceError(GPUNetError, ValueError):
@@ -101,6 +102,38 @@ def _steps(lo: int, hi: int, step: int) -> Tuple[int, ...]:
 _R = ("relu", "swish")
 
 
+class _ValueTable:
+    """Which values each gene may take, as one flat boolean table: a vector is checked with a
+    subtraction, a range test and one gather over the whole array, not a test per choice per
+    column. Genes whose values span more than ``_MAX_SPAN`` integers are tested with ``np.isin``."""
+
+    _MAX_SPAN = 1 << 16
+
+    def __init__(self, genes: Tuple[Gene, ...]):
+        self.genes = genes
+        self.lo = np.array([min(g.choices) for g in genes], dtype=np.int64)
+        span = np.array([max(g.choices) - min(g.choices) + 1 for g in genes], dtype=np.int64)
+        self.wide = [g for g in genes if span[g.index] > self._MAX_SPAN]
+        span[[g.index for g in self.wide]] = 1
+        self.span = span.astype(np.uint64)
+        self.offset = np.concatenate([[0], np.cumsum(span)[:-1]]).astype(np.int64)
+        self.table = np.zeros(int(span.sum()) + 1, dtype=bool)  # the last entry: any value out of range
+        for g in genes:
+            if g not in self.wide:
+                self.table[self.offset[g.index] + np.asarray(g.choices, dtype=np.int64) - self.lo[g.index]] = True
+
+    def invalid(self, arr: np.ndarray) -> np.ndarray:
+        """Boolean like ``arr`` (n, genes): True where a value is not one of its gene's choices."""
+        rel = arr - self.lo
+        inside = rel.view(np.uint64) < self.span  # a value below its gene's lowest wraps to a huge one
+        rel += self.offset
+        rel[~inside] = len(self.table) - 1
+        bad = ~self.table.take(rel)
+        for g in self.wide:
+            bad[:, g.index] = ~np.isin(arr[:, g.index], g.choices)
+        return bad
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Stages, resolutions and the fixed parts (stem activation, tail width) of a space.
@@ -137,6 +170,8 @@ class SearchSpace:
             table[g.index, len(g.choices):] = g.choices[-1]
         object.__setattr__(self, "_choice_table", table)
         object.__setattr__(self, "_n_choices", np.array([len(g.choices) for g in self._genes]))
+        object.__setattr__(self, "_gene_at", {(g.stage, g.field): g.index for g in self._genes})
+        object.__setattr__(self, "_valid_values", _ValueTable(self._genes))
 
     # -- definition --------------------------------------------------------------------
     def _validate_definition(self) -> None:
@@ -194,10 +229,7 @@ class SearchSpace:
         return len(self._genes)
 
     def gene_index(self, stage: Optional[int], name: str) -> Optional[int]:
-        for g in self._genes:
-            if g.stage == stage and g.field == name:
-                return g.index
-        return None
+        return self._gene_at.get((stage, name))
 
     def size(self) -> int:
         """Number of distinct encodings (ignoring that empty stages' other genes are dead)."""
@@ -259,31 +291,43 @@ class SearchSpace:
     # -- sampling ---------------------------------------------------------------------------
     def iter_sample(self, n: int, seed: int = 0, chunk: int = _SAMPLE_CHUNK) -> Iterator[np.ndarray]:
         """Chunks of a scrambled Sobol sequence (seeded) mapped evenly onto each gene's choices."""
-        from scipy.stats import qmc
-
         non_negative_int(n, "n")
-        engine = qmc.Sobol(d=self.num_genes, scramble=True, seed=seed)
-        done = 0
-        while done < n:
-            m = min(chunk, n - done)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # balance warning when m is not a power of two
-                u = engine.random(m)
-            idx = np.minimum((u * self._n_choices).astype(np.int64), self._n_choices - 1)
-            vec = self._choice_table[np.arange(self.num_genes), idx]
-            yield self.canonicalize(vec, check=False)
-            done += m
+        positive_int(chunk, "chunk")
+        engine = self._sobol(seed)
+        for done in range(0, n, chunk):
+            yield self._fill(engine, np.empty((min(chunk, n - done), self.num_genes), dtype=np.int64))
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """``(n, num_genes)`` int64 array of valid, canonical encodings."""
-        out = np.empty((n, self.num_genes), dtype=np.int64)
-        pos = 0
-        for chunk in self.iter_sample(n, seed):
-            out[pos:pos + len(chunk)] = chunk
-            pos += len(chunk)
+        """``(n, num_genes)`` int64 array of valid, canonical encodings (the points :meth:`iter_sample` gives)."""
+        non_negative_int(n, "n")
+        return self._fill(self._sobol(seed), np.empty((n, self.num_genes), dtype=np.int64))
+
+    def _sobol(self, seed: int):
+        from scipy.stats import qmc
+
+        return qmc.Sobol(d=self.num_genes, scramble=True, seed=seed)
+
+    def _fill(self, engine, out: np.ndarray) -> np.ndarray:
+        """``out`` filled with the engine's next points, drawn and mapped in cache-sized steps."""
+        for i in range(0, len(out), _MAP_ROWS):
+            out[i:i + _MAP_ROWS] = self._choices_at(engine, min(_MAP_ROWS, len(out) - i))
         return out
 
+    def _choices_at(self, engine, m: int) -> np.ndarray:
+        """The next ``m`` Sobol points, each coordinate mapped evenly onto its gene's choices."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # balance warning when m is not a power of two
+            u = engine.random(m)
+        idx = (u * self._n_choices).astype(np.int64)
+        np.minimum(idx, self._n_choices - 1, out=idx)
+        idx += np.arange(self.num_genes) * self._choice_table.shape[1]  # flat index into the choice table
+        return self.canonicalize(self._choice_table.take(idx), check=False)
+
     # -- validation ----------------------------------------------------------------------------
+    def as_array(self, vectors) -> np.ndarray:
+        """Vectors as a 2-D int64 array of this space's width (shape and dtype checked, values not)."""
+        return self._as_2d(vectors)[0]
+
     def _as_2d(self, vectors) -> Tuple[np.ndarray, bool]:
         arr = np.asarray(vectors)
         single = arr.ndim == 1
@@ -300,11 +344,7 @@ class SearchSpace:
 
     def invalid_mask(self, vectors) -> np.ndarray:
         """Boolean ``(n, num_genes)``: True where a gene's value is not one of its choices."""
-        arr, _ = self._as_2d(vectors)
-        bad = np.zeros(arr.shape, dtype=bool)
-        for g in self._genes:
-            bad[:, g.index] = ~np.isin(arr[:, g.index], g.choices)
-        return bad
+        return self._valid_values.invalid(self._as_2d(vectors)[0])
 
     def check(self, vectors) -> np.ndarray:
         """Return the vectors as a 2-D int64 array, or raise naming the first bad row and gene."""
@@ -489,10 +529,7 @@ class SearchSpace:
             cfg = self.stage_config(arr, s)
             kind = "head" if st.kind == "head" else st.kind
             k = cfg["kernel"]
-            pad = np.zeros_like(k)
-            for kv in np.unique(k):
-                pad[k == kv] = conv_padding(kind, int(kv), st.stride, self.family)
-            out = (size + 2 * pad - k) // st.stride + 1
+            out = (size + 2 * conv_padding(kind, k, st.stride, self.family) - k) // st.stride + 1
             size = np.where(cfg["layers"] > 0, out, size)  # later layers are stride 1, 'same' padding
         sizes.append(size)
         return sizes
