@@ -5,7 +5,8 @@ passed through a per-device :class:`Calibration` fitted against end-to-end measu
 (``gpunet lut validate``). Layers in a stage share their configuration, so a stage is its
 first block plus ``layers - 1`` copies of one repeated block: each network is 2 blocks per
 stage plus stem and tail, whatever its depth. Every block is packed into one int64 code and
-looked up in the table's sorted codes with ``searchsorted``; no Python loop over networks.
+looked up in a hash index of the table's codes (:class:`~.codeindex.CodeIndex`); no Python loop
+over networks. Networks go through in chunks small enough for their columns to stay in cache.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 from .calibration import Calibration
+from .codeindex import CodeIndex
 from .codes import CODE_LAYOUT, BlockKey, block_slots, pack_codes, unpack_codes, unpack_fields
 from .costmodel import RooflineModel, block_weight_bytes
 from .table import LatencyTable, LUTError
@@ -23,7 +25,7 @@ from ..space import SearchSpace
 
 __all__ = ["LatencyEstimator", "EstimateResult", "estimate_latency", "estimate_spec", "spec_weight_mb"]
 
-_CHUNK = 1 << 18
+_CHUNK = 1 << 14  # networks per step: ~16 slots x 16k codes stay in the caches
 
 
 @dataclass
@@ -84,7 +86,8 @@ class LatencyEstimator:
         order = np.argsort(codes, kind="stable")
         self._codes = codes[order]
         self._ms = cols["ms"][order]
-        self._weight_bytes = block_weight_bytes(self._fields(self._codes))  # per table code, computed once
+        # per table code its latency and weight bytes (computed once), one gather away
+        self._index = CodeIndex(self._codes, np.stack([self._ms, block_weight_bytes(self._fields(self._codes))], 1))
         self.cost_model = cost_model
         if fill == "costmodel" and cost_model is None:
             model = RooflineModel()
@@ -112,13 +115,12 @@ class LatencyEstimator:
         if len(self._codes) == 0:
             return np.full(codes.shape, np.nan), np.zeros(codes.shape, dtype=bool), \
                 block_weight_bytes(self._fields(codes))
-        idx = np.minimum(np.searchsorted(self._codes, codes), len(self._codes) - 1)
-        found = self._codes[idx] == codes
-        weight = self._weight_bytes[idx]
+        found, values = self._index.lookup(codes)
+        ms, weight = values[:, 0], values[:, 1]  # NaN where not found
         if not found.all():
             weight = weight.copy()
             weight[~found] = block_weight_bytes(self._fields(codes[~found]))
-        return np.where(found, self._ms[idx], np.nan), found, weight
+        return ms, found, weight
 
     def missing_keys(self, vectors, limit: Optional[int] = None) -> List[BlockKey]:
         """Blocks these networks need that the table lacks."""
@@ -130,14 +132,22 @@ class LatencyEstimator:
         return unpack_codes(codes, self.space.family, self.batch, self.precision, self.space.num_classes)
 
     def estimate(self, vectors, calibrate: bool = True, check: bool = True) -> EstimateResult:
-        arr = self.space.check(vectors) if check else np.atleast_2d(np.asarray(vectors, dtype=np.int64))
-        n = len(arr)
-        parts = [self._estimate_chunk(arr[i:i + _CHUNK]) for i in range(0, n, _CHUNK)] or \
+        """Latency of encoded networks; ``check=False`` for vectors known valid (sampled, pool rows)."""
+        arr = self.space.as_array(vectors)
+        parts = [self._estimate_chunk(self._chunk(arr, i, check)) for i in range(0, len(arr), _CHUNK)] or \
             [self._estimate_chunk(arr[:0])]
         total, nblocks, estimated, missing, weight_mb = (np.concatenate([p[j] for p in parts]) for j in range(5))
         use_cal = calibrate and self.calibration is not None
         latency = self.calibration.apply(total, nblocks, weight_mb) if use_cal else total.copy()
         return EstimateResult(latency, total, nblocks, estimated, missing, use_cal, weight_mb)
+
+    def _chunk(self, arr: np.ndarray, start: int, check: bool) -> np.ndarray:
+        """Rows ``start:start + _CHUNK``, column-major (each gene's values contiguous); checked
+        chunk by chunk, and on a bad value the whole array, so the error names its row."""
+        chunk = np.asfortranarray(arr[start:start + _CHUNK])
+        if check and self.space.invalid_mask(chunk).any():
+            self.space.check(arr)
+        return chunk
 
     def _estimate_chunk(self, arr: np.ndarray):
         n = len(arr)
