@@ -54,3 +54,32 @@ def test_a_command_past_the_timeout_is_killed_with_exit_124():
 def test_no_command_is_a_usage_error():
     r = _busy("--hogs", "1")
     assert r.returncode == 2 and "give the command after --" in r.stderr
+
+
+def test_a_terminated_run_stops_its_hogs_and_its_command():
+    """``kill PID`` of busy.py (SIGTERM, not Ctrl-C) still stops the hogs and the command it started."""
+    import signal
+    import time
+
+    before = _hogs_left()
+    marker = "gpunet busy test command"
+    proc = subprocess.Popen([sys.executable, TOOL, "--hogs", "2", "--timeout", "600", "--", sys.executable, "-c",
+                             f"# {marker}\nimport time\ntime.sleep(600)"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120  # event-based: until the hogs are up, bounded far above need
+    while len(_hogs_left()) < len(before) + 2 or not set(_pids_with(marker)) - {proc.pid}:
+        assert time.monotonic() < deadline and proc.poll() is None, "busy.py did not start its hogs"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert _hogs_left() == before and not _pids_with(marker)
+
+
+def _pids_with(marker: str) -> list:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path("/proc", pid, "cmdline").read_bytes():
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids

@@ -4,9 +4,9 @@ build going, a shared CI runner)?
     python tools/busy.py --hogs 2 --timeout 3600 -- python -m pytest -q
 
 The hogs are plain busy loops started here and stopped by their pids when the command ends, fails,
-times out or this script is interrupted (nothing else is touched). While the command runs the
-1-minute load average is sampled every second; the summary line on stderr gives the load at the
-start, the highest reached, the command's wall time and exit code. Exit code: the command's, or
+times out or this script is interrupted or sent SIGTERM (exit 143); nothing else is touched. While
+the command runs the 1-minute load average is sampled every second; the summary line on stderr
+gives the load at the start, the highest reached, the command's wall time and exit code. Exit code: the command's, or
 124 when it ran past ``--timeout`` (its process group is then killed).
 """
 from __future__ import annotations
@@ -67,6 +67,10 @@ def _run(command: List[str], timeout: float) -> int:
         raise
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: List[str] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hogs", type=int, default=2, help="CPU-bound processes to run beside the command (default 2)")
@@ -78,6 +82,7 @@ def main(argv: List[str] = None) -> int:
         ap.error("give the command after --, e.g. tools/busy.py -- python -m pytest -q")
     if args.hogs < 0 or args.timeout <= 0:
         ap.error("--hogs must be >= 0 and --timeout > 0")
+    signal.signal(signal.SIGTERM, _terminated)  # a `kill` of this script still stops what it started
     start_load = os.getloadavg()[0]
     hogs = _start_hogs(args.hogs)
     sampler = _LoadSampler()
