@@ -163,3 +163,68 @@ def test_selecting_from_a_pool_names_what_is_wrong():
     assert (edges.labels == -1).all()  # no latencies: every network outside the groups
     with pytest.raises(ValueError, match="groups must be a positive integer"):
         Pool.sample(SPACE, 30, seed=2, groups=0)
+
+
+# -- pools larger than memory (issue 25): written chunk by chunk, read a group at a time -----------------
+
+def _assert_same_pool(a: Pool, b: Pool) -> None:
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+    for name in ("latency_ms", "labels", "edges_ms"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))  # NaN equal to NaN
+    assert set(a.estimate) == set(b.estimate) and a.source == b.source and a.seed == b.seed
+    for name in a.estimate:
+        np.testing.assert_array_equal(a.estimate[name], b.estimate[name])
+
+
+@pytest.mark.parametrize("with_lut", [True, False])
+def test_a_pool_streamed_to_disk_is_the_pool_sample_gives(lut, tmp_path, with_lut):
+    table = lut if with_lut else None
+    tmp_path = tmp_path / "out"
+    tmp_path.mkdir()
+    n = 25_000  # the table holds the blocks of the first 20,000: some networks miss a block (NaN)
+    summary = Pool.sample_to(tmp_path / "s.npz", SPACE, n, seed=0, lut=table, groups=4, chunk=4096)
+    same = Pool.sample(SPACE, n, seed=0, lut=table, groups=4)
+    _assert_same_pool(Pool.load(tmp_path / "s.npz"), same)
+    assert summary == same.summary()
+    assert sorted(os.listdir(tmp_path)) == ["s.npz"]  # the chunk folder is gone
+    if with_lut:
+        assert np.isnan(same.latency_ms).any() and summary["missing_blocks"] > 0
+
+
+def test_one_group_is_read_without_the_rest(lut, tmp_path):
+    path = tmp_path / "p.npz"
+    Pool.sample_to(path, SPACE, 6000, seed=2, lut=lut, groups=3, chunk=1000)
+    whole = Pool.load(path)
+    for g in range(3):
+        part = Pool.load(path, group=g)
+        _assert_same_pool(part, whole.group(g))
+        assert f"group {g}" in part.origin
+    with pytest.raises(ValueError, match=r"group 7: no network .* \(groups present: \[0, 1, 2\]\)"):
+        Pool.load(path, group=7)
+    Pool.sample_to(tmp_path / "bare.npz", SPACE, 50, seed=2)  # no table: no latencies, no groups
+    with pytest.raises(ValueError, match="group 0: no network"):
+        Pool.load(tmp_path / "bare.npz", group=0)
+
+
+def test_a_failed_stream_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(Exception, match="no_such.lut|not found|does not exist|unable to open"):
+        Pool.sample_to(out / "p.npz", SPACE, 100, lut=str(tmp_path / "no_such.lut"))
+    assert os.listdir(out) == []
+    with pytest.raises(FileNotFoundError, match="directory .* does not exist"):
+        Pool.sample_to(tmp_path / "missing" / "p.npz", SPACE, 100)
+
+
+def test_a_truncated_column_is_refused_naming_file_and_field(lut, tmp_path):
+    import zipfile
+
+    path = tmp_path / "p.npz"
+    Pool.sample_to(path, SPACE, 2000, seed=0, lut=lut, groups=2)
+    cut = tmp_path / "cut.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(cut, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            dst.writestr(name, data[:len(data) // 2] if name == "vectors.npy" else data)
+    with pytest.raises(PoolError, match=r"cut.npz: field 'vectors' is truncated"):
+        Pool.load(cut, group=0)

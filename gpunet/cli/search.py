@@ -230,11 +230,11 @@ def _sample(args) -> int:
             edges = [float(x) for x in args.edges.split(",")]
         except ValueError:
             raise ValueError(f"--edges: expected comma-separated numbers in ms, got {args.edges!r}") from None
-    pool = Pool.sample(_space(args), args.n, seed=args.seed, lut=args.lut, groups=args.groups, edges_ms=edges,
-                       batch=args.batch_size, precision=args.precision, fill=args.fill,
-                       calibration=not args.no_calibration, statistic=args.statistic)
-    pool.save(args.out)
-    summary = {"out": args.out, **pool.summary()}
+    # streamed chunk by chunk into the file: a pool larger than memory can be written
+    summary = {"out": args.out, **Pool.sample_to(args.out, _space(args), args.n, seed=args.seed, lut=args.lut,
+                                                 groups=args.groups, edges_ms=edges, batch=args.batch_size,
+                                                 precision=args.precision, fill=args.fill,
+                                                 calibration=not args.no_calibration, statistic=args.statistic)}
     if args.json:
         print_json(summary)
         return 0

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import InitVar, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -55,6 +57,7 @@ __all__ = ["Pool", "PoolError", "POOL_FORMAT"]
 
 POOL_FORMAT = "gpunet-pool/1"
 _REQUIRED = ("vectors", "latency_ms", "labels", "edges_ms", "space_json")
+_ROW_FIELDS = ("vectors", "latency_ms", "table_sum_ms", "n_blocks", "estimated", "missing")  # + labels
 _ESTIMATE_COLUMNS = {"table_sum_ms": np.float64, "n_blocks": np.int64, "estimated": bool, "missing": bool}
 _SOURCE_FIELDS = {"calibrated": bool, "lut_device_id": str, "lut_backend": str, "batch": int, "precision": str,
                   "statistic": str}
@@ -106,6 +109,38 @@ class Pool:
         labels = stratum_labels(latency, edges) if np.isfinite(edges).all() else np.full(len(vectors), -1)
         return cls(space, vectors, latency, labels, edges, int(seed), estimate, source, check_vectors=False)
 
+    @classmethod
+    def sample_to(cls, path, space: SearchSpace, n: int, seed: int = 0, lut=None, groups: int = 5,
+                  edges_ms: Optional[Sequence[float]] = None, batch: int = 1, precision: str = "fp32",
+                  fill: str = "nan", calibration: bool = True, statistic: str = "median",
+                  chunk: int = 1 << 20) -> Dict[str, Any]:
+        """:meth:`sample` then :meth:`save`, for pools larger than memory: networks are sampled and
+        estimated ``chunk`` at a time, appended to one ``.npy`` file per column in a temporary folder
+        beside ``path`` and copied into the file (the same file :meth:`sample` + :meth:`save` writes).
+        Resident memory is a chunk plus 18 bytes a network (latency, label and two flags, for the
+        groups and the summary). Returns the :meth:`summary`. Read a group back with
+        ``Pool.load(path, group=g)``."""
+        from .poolstream import sample_columns
+
+        positive_int(n, "n")
+        positive_int(chunk, "chunk")
+        est, source = (None, {}) if lut is None else _estimator(space, lut, batch, precision, fill, calibration,
+                                                                statistic)
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"cannot write {path}: directory {parent} does not exist")
+        directory = tempfile.mkdtemp(prefix=".gpunet-pool-", dir=parent)
+        try:
+            files = sample_columns(directory, space, n, seed, est, chunk)
+            latency = np.load(files.pop("latency_ms")) if est is not None else np.full(n, np.nan)
+            edges = _group_edges(latency, groups, edges_ms)
+            labels = stratum_labels(latency, edges) if np.isfinite(edges).all() else np.full(n, -1)
+            estimate = {k: np.load(files[k]) for k in ("estimated", "missing") if k in files}  # 1 byte a network
+            _save(path, {**_pool_fields(space, int(seed), latency, labels, edges, {}, source), **files})
+            return _summary(space, int(seed), latency, labels, edges, estimate)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
     # -- selecting ----------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.vectors)
@@ -135,21 +170,12 @@ class Pool:
 
     def group_counts(self) -> List[Dict[str, Any]]:
         """``[{label, lo_ms, hi_ms, count}]`` per latency group; empty without latencies."""
-        if not np.isfinite(self.edges_ms).all():
-            return []
-        return [{"label": i, "lo_ms": float(self.edges_ms[i]), "hi_ms": float(self.edges_ms[i + 1]),
-                 "count": int((self.labels == i).sum())} for i in range(len(self.edges_ms) - 1)]
+        return _group_counts(self.edges_ms, self.labels)
 
     def summary(self) -> Dict[str, Any]:
         """Size, space, seed, networks with a latency, groups (without labels) and, with a table,
         how many networks lack a block (``missing_blocks``) or use the cost model for one."""
-        out = {"n": len(self), "space": self.space.name, "seed": self.seed,
-               "with_latency": int(np.isfinite(self.latency_ms).sum()),
-               "groups": [{k: g[k] for k in ("lo_ms", "hi_ms", "count")} for g in self.group_counts()]}
-        if self.estimate:
-            out["estimated_by_costmodel"] = int(self.estimate["estimated"].sum())
-            out["missing_blocks"] = int(self.estimate["missing"].sum())
-        return out
+        return _summary(self.space, self.seed, self.latency_ms, self.labels, self.edges_ms, self.estimate)
 
     def _need_latency(self, argument: str) -> None:
         if not self.has_latency:
@@ -163,19 +189,19 @@ class Pool:
     # -- files --------------------------------------------------------------------------------
     def save(self, path) -> str:
         """Write the pool as ``.npz`` (:data:`POOL_FORMAT`), atomically; returns the path."""
-        from .._io import atomic_path
+        return _save(path, {**_pool_fields(self.space, self.seed, self.latency_ms, self.labels, self.edges_ms,
+                                           self.estimate, self.source), "vectors": self.vectors})
 
-        data = {"format": np.array(POOL_FORMAT), "vectors": self.vectors, "latency_ms": self.latency_ms,
-                "labels": self.labels, "edges_ms": self.edges_ms, "space_json": np.array(self.space.to_json()),
-                "seed": np.array(-1 if self.seed is None else self.seed), **self.estimate,
-                **{k: np.array(v) for k, v in self.source.items()}}
-        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **data)
-        return str(path)
 
     @classmethod
-    def load(cls, path) -> "Pool":
-        """Read and check a pool file (ours, or one ``gpunet sample`` of gpunet 0.1 wrote)."""
+    def load(cls, path, group: Optional[int] = None) -> "Pool":
+        """Read and check a pool file (ours, or one ``gpunet sample`` of gpunet 0.1 wrote).
+
+        ``group``: only the networks of that latency group, read a chunk at a time (equal to
+        ``Pool.load(path).group(group)``, in the memory of the group alone: for pools larger than memory).
+        """
+        if group is not None:
+            return _load_group(str(path), int(group))
         fields = _read_npz(str(path))
         space = _space_of(fields, str(path))
         seed = int(fields["seed"]) if "seed" in fields and int(fields["seed"]) >= 0 else None
@@ -187,17 +213,57 @@ class Pool:
 
 # ---------------------------------------------------------------------------------- helpers
 
-def _estimate(space, vectors, lut, batch, precision, fill, calibration, statistic):
+def _pool_fields(space, seed, latency, labels, edges, estimate, source) -> Dict[str, Any]:
+    """The file's fields but ``vectors`` (see the module doc), in the order they are written."""
+    return {"format": np.array(POOL_FORMAT), "vectors": None, "latency_ms": latency, "labels": labels,
+            "edges_ms": edges, "space_json": np.array(space.to_json()), "seed": np.array(-1 if seed is None else seed),
+            **estimate, **{k: np.array(v) for k, v in source.items()}}
+
+
+def _group_counts(edges: np.ndarray, labels: np.ndarray) -> List[Dict[str, Any]]:
+    if not np.isfinite(edges).all():
+        return []
+    counts = np.bincount(labels[labels >= 0], minlength=len(edges) - 1)
+    return [{"label": i, "lo_ms": float(edges[i]), "hi_ms": float(edges[i + 1]), "count": int(counts[i])}
+            for i in range(len(edges) - 1)]
+
+
+def _summary(space, seed, latency, labels, edges, estimate) -> Dict[str, Any]:
+    out = {"n": len(latency), "space": space.name, "seed": seed, "with_latency": int(np.isfinite(latency).sum()),
+           "groups": [{k: g[k] for k in ("lo_ms", "hi_ms", "count")} for g in _group_counts(edges, labels)]}
+    if estimate:
+        out["estimated_by_costmodel"] = int(estimate["estimated"].sum())
+        out["missing_blocks"] = int(estimate["missing"].sum())
+    return out
+
+
+def _save(path, fields: Dict[str, Any]) -> str:
+    """Fields (arrays, or paths of ``.npy`` files to copy) as a pool ``.npz``, written atomically."""
+    from .._io import atomic_path
+    from .poolstream import write_npz
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        write_npz(tmp, fields)
+    return str(path)
+
+
+def _estimator(space, lut, batch, precision, fill, calibration, statistic):
+    """The table's estimator and the pool's ``source`` fields for it."""
     from .lut.estimate import LatencyEstimator
 
     lut = os.fspath(lut) if isinstance(lut, os.PathLike) else lut
     est = LatencyEstimator(lut, space, batch=batch, precision=precision, fill=fill, calibration=calibration,
                            statistic=statistic)
+    source = {"calibrated": est.calibration is not None, "lut_device_id": est.device_id, "lut_backend": est.backend,
+              "batch": int(batch), "precision": precision, "statistic": statistic}
+    return est, source
+
+
+def _estimate(space, vectors, lut, batch, precision, fill, calibration, statistic):
+    est, source = _estimator(space, lut, batch, precision, fill, calibration, statistic)
     res = est.estimate(vectors, check=False)
     estimate = {"table_sum_ms": res.table_sum_ms, "n_blocks": res.n_blocks, "estimated": res.estimated,
                 "missing": res.missing}
-    source = {"calibrated": bool(res.calibrated), "lut_device_id": est.device_id, "lut_backend": est.backend,
-              "batch": int(batch), "precision": precision, "statistic": statistic}
     return res.latency_ms, estimate, source
 
 
@@ -214,10 +280,36 @@ def _group_edges(latency: np.ndarray, groups: int, edges_ms: Optional[Sequence[f
     return edges
 
 
-def _read_npz(path: str) -> Dict[str, np.ndarray]:
+def _load_group(path: str, label: int) -> Pool:
+    """Pool.load(path).group(label) reading the per-network fields row chunk by row chunk."""
+    from .poolstream import read_rows
+
+    fields = _read_npz(path, skip=_ROW_FIELDS)  # all but the per-network columns; labels are read whole
+    whole = np.asarray(fields["labels"])
+    if whole.ndim != 1 or whole.dtype.kind not in "iu":
+        raise PoolError(f"{path}: field 'labels' must be one integer per network, got {whole.dtype} {whole.shape}")
+    keep = whole == label
+    if not keep.any() or not np.isfinite(np.asarray(fields["edges_ms"], dtype=np.float64)).all():
+        present = sorted(set(np.unique(whole).tolist()) - {-1})
+        raise argument_error("group", f"group {label}: no network of {path} is in that latency group "
+                                      f"(groups present: {present})")
+    try:
+        rows = {k: read_rows(path, k, keep) for k in _ROW_FIELDS}
+    except ValueError as e:
+        raise PoolError(str(e)) from None
+    space = _space_of(fields, path)
+    seed = int(fields["seed"]) if "seed" in fields and int(fields["seed"]) >= 0 else None
+    estimate = {k: rows[k] for k in _ESTIMATE_COLUMNS if rows.get(k) is not None}
+    source = {k: kind(fields[k].item()) for k, kind in _SOURCE_FIELDS.items() if k in fields}
+    return Pool(space, rows["vectors"], rows["latency_ms"], whole[keep], fields["edges_ms"], seed, estimate, source,
+                origin=f"{path} (group {label})")
+
+
+def _read_npz(path: str, skip: Sequence[str] = ()) -> Dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
-            fields = {k: z[k] for k in z.files}
+            names = z.files
+            fields = {k: z[k] for k in names if k not in skip}
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError) as e:
@@ -225,7 +317,7 @@ def _read_npz(path: str) -> Dict[str, np.ndarray]:
     if "format" in fields and str(fields["format"]) != POOL_FORMAT:
         raise PoolError(f"{path}: pool format {str(fields['format'])!r}, this gpunet reads {POOL_FORMAT!r} "
                         f"(written by a newer gpunet?)")
-    missing = [k for k in _REQUIRED if k not in fields]
+    missing = [k for k in _REQUIRED if k not in names]
     if missing:
         raise PoolError(f"{path}: not a gpunet pool, field {missing[0]!r} is missing (a pool holds "
                         f"{', '.join(_REQUIRED)}); write it again with `gpunet sample`")
