@@ -29,6 +29,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stream", type=int, default=0, metavar="N",
+                    help="also write a pool of N networks with Pool.sample_to (chunk by chunk, in a fresh process) "
+                         "and print its time, file size and peak memory")
     args = ap.parse_args()
 
     import torch
@@ -75,7 +78,10 @@ def main() -> None:
         t0 = time.perf_counter()  # the whole of it, as `gpunet sample` runs it: + 5 latency groups
         pool = Pool.sample(space, args.n, seed=args.seed, lut=path, groups=5)
         t_pool = time.perf_counter() - t0
-    assert np.isfinite(pool.latency_ms).all() and pool.source["calibrated"]
+        assert np.isfinite(pool.latency_ms).all() and pool.source["calibrated"]
+        median_ms = float(np.median(pool.latency_ms))
+        del pool
+        streamed = _stream(path, os.path.join(tmp, "stream.npz"), args.stream, args.seed) if args.stream else None
     total = t_load + t_sample + t_est
     rows = [["table blocks", len(codes)], ["networks", args.n], ["cpu threads (torch / usable)",
             f"{torch.get_num_threads()} / {len(os.sched_getaffinity(0))}"],
@@ -85,10 +91,36 @@ def main() -> None:
             ["Pool.sample with 5 groups, end to end (s)", f"{t_pool:.3f}"],
             ["memory per million networks (MB)", f"{per_million:.0f}"],
             ["peak resident memory (MB)", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"],
-            ["median estimated latency (ms)", f"{np.median(pool.latency_ms):.3f}"]]
+            ["median estimated latency (ms)", f"{median_ms:.3f}"]]
+    if streamed:
+        rows += [[f"Pool.sample_to of {args.stream:,} networks, fresh process (s)", f"{streamed['seconds']:.1f}"],
+                 ["  pool file (MB)", f"{streamed['file_mb']:.0f}"],
+                 ["  peak resident memory of that process (MB)", f"{streamed['peak_rss_mb']:.0f}"]]
     print(f"{cpu_description()}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(format_table(rows, ["step", "value"], align="ll"))
     print(f"networks_per_minute: {int(args.n / t_pool * 60)}")
+
+
+def _stream_child(lut: str, out: str, n: int, seed: int, queue) -> None:
+    from gpunet.search import Pool, SearchSpace
+
+    t0 = time.perf_counter()
+    Pool.sample_to(out, SearchSpace(), n, seed=seed, lut=lut, groups=5)  # blocks past the table's: NaN, no group
+    queue.put({"seconds": time.perf_counter() - t0, "file_mb": os.path.getsize(out) / 2**20,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _stream(lut: str, out: str, n: int, seed: int) -> dict:
+    """Pool.sample_to in a spawned process, so its peak memory is its own, not this one's."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_stream_child, args=(lut, out, n, seed + 1, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
 
 
 if __name__ == "__main__":
