@@ -60,12 +60,13 @@ def _npy_writer(path: str, dtype, shape):
 
 
 def write_npz(path: str, fields: Dict[str, Union[np.ndarray, str]], chunk_bytes: int = 64 << 20) -> None:
-    """A compressed ``.npz`` (what ``np.savez_compressed`` writes) at ``path`` (a temp file: the
-    caller renames it): array fields written with ``np.lib.format``, and fields given as the path
-    of an ``.npy`` file copied into the archive ``chunk_bytes`` at a time."""
+    """A compressed ``.npz`` at ``path`` (a temp file: the caller renames it): array fields written
+    with ``np.lib.format``, and fields given as the path of an ``.npy`` file copied into the archive
+    ``chunk_bytes`` at a time. Deflate at level 1: for a million pool vectors 1.5 s and 45 MB where
+    ``np.savez_compressed``'s level 6 takes 7.8 s for 30 MB (``np.load`` reads either)."""
     from numpy.lib import format as npy
 
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True) as zf:
         for name, value in fields.items():
             with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                 if isinstance(value, str):
