@@ -50,6 +50,7 @@ import numpy as np
 
 from .._checks import argument_error, positive_int
 from ..errors import BadInputError
+from .poolstream import ESTIMATE_COLUMNS, read_rows, sample_columns, write_npz
 from .space import SearchSpace, SearchSpaceError
 from .stratify import stratum_labels
 
@@ -58,7 +59,7 @@ __all__ = ["Pool", "PoolError", "POOL_FORMAT"]
 POOL_FORMAT = "gpunet-pool/1"
 _REQUIRED = ("vectors", "latency_ms", "labels", "edges_ms", "space_json")
 _ROW_FIELDS = ("vectors", "latency_ms", "table_sum_ms", "n_blocks", "estimated", "missing")  # + labels
-_ESTIMATE_COLUMNS = {"table_sum_ms": np.float64, "n_blocks": np.int64, "estimated": bool, "missing": bool}
+_ESTIMATE_COLUMNS = {k: dtype for k, (_, dtype) in ESTIMATE_COLUMNS.items() if k != "latency_ms"}  # pool.estimate
 _SOURCE_FIELDS = {"calibrated": bool, "lut_device_id": str, "lut_backend": str, "batch": int, "precision": str,
                   "statistic": str}
 
@@ -120,8 +121,6 @@ class Pool:
         Resident memory is a chunk plus 18 bytes a network (latency, label and two flags, for the
         groups and the summary). Returns the :meth:`summary`. Read a group back with
         ``Pool.load(path, group=g)``."""
-        from .poolstream import sample_columns
-
         positive_int(n, "n")
         positive_int(chunk, "chunk")
         est, source = (None, {}) if lut is None else _estimator(space, lut, batch, precision, fill, calibration,
@@ -192,7 +191,6 @@ class Pool:
         return _save(path, {**_pool_fields(self.space, self.seed, self.latency_ms, self.labels, self.edges_ms,
                                            self.estimate, self.source), "vectors": self.vectors})
 
-
     @classmethod
     def load(cls, path, group: Optional[int] = None) -> "Pool":
         """Read and check a pool file (ours, or one ``gpunet sample`` of gpunet 0.1 wrote).
@@ -240,7 +238,6 @@ def _summary(space, seed, latency, labels, edges, estimate) -> Dict[str, Any]:
 def _save(path, fields: Dict[str, Any]) -> str:
     """Fields (arrays, or paths of ``.npy`` files to copy) as a pool ``.npz``, written atomically."""
     from .._io import atomic_path
-    from .poolstream import write_npz
 
     with atomic_path(path, suffix=".npz") as tmp:
         write_npz(tmp, fields)
@@ -262,9 +259,7 @@ def _estimator(space, lut, batch, precision, fill, calibration, statistic):
 def _estimate(space, vectors, lut, batch, precision, fill, calibration, statistic):
     est, source = _estimator(space, lut, batch, precision, fill, calibration, statistic)
     res = est.estimate(vectors, check=False)
-    estimate = {"table_sum_ms": res.table_sum_ms, "n_blocks": res.n_blocks, "estimated": res.estimated,
-                "missing": res.missing}
-    return res.latency_ms, estimate, source
+    return res.latency_ms, {k: getattr(res, ESTIMATE_COLUMNS[k][0]) for k in _ESTIMATE_COLUMNS}, source
 
 
 def _group_edges(latency: np.ndarray, groups: int, edges_ms: Optional[Sequence[float]]) -> np.ndarray:
@@ -282,8 +277,6 @@ def _group_edges(latency: np.ndarray, groups: int, edges_ms: Optional[Sequence[f
 
 def _load_group(path: str, label: int) -> Pool:
     """Pool.load(path).group(label) reading the per-network fields row chunk by row chunk."""
-    from .poolstream import read_rows
-
     fields = _read_npz(path, skip=_ROW_FIELDS)  # all but the per-network columns; labels are read whole
     whole = np.asarray(fields["labels"])
     if whole.ndim != 1 or whole.dtype.kind not in "iu":
