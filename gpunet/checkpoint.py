@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .nvidia import is_nvidia_state_dict, state_dict_from_nvidia
+from .safetensors_mmap import SafetensorsFormatError, read_views
 from .spec import NetworkSpec
 from .errors import BadInputError
 
-__all__ = ["CheckpointError", "read_checkpoint", "extract_state_dict", "to_gpunet_state_dict",
+__all__ = ["CheckpointError", "read_safetensors", "read_checkpoint", "extract_state_dict", "to_gpunet_state_dict",
            "load_state_dict_checked", "load_state_dict_into", "load_checkpoint", "adopt_state_dict", "SAFE_GLOBALS"]
 
 #: Non-tensor objects allowed while unpickling: timm's training checkpoints store ``args``.
@@ -31,19 +32,33 @@ class CheckpointError(BadInputError, RuntimeError):
     """A checkpoint does not fit the architecture; the message lists the offending keys."""
 
 
+def read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """A safetensors file's tensors and its header metadata: views of one private memory map
+    (:mod:`gpunet.safetensors_mmap`), or through the safetensors library for what those cannot
+    view."""
+    try:
+        views = read_views(path)
+    except SafetensorsFormatError as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
+    if views is not None:
+        return views
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            return f.get_tensors(), dict(f.metadata() or {})
+    except Exception as e:  # SafetensorError (bad header, truncated data) has no public base class
+        raise CheckpointError(f"{path}: not a valid safetensors file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
+
+
 def read_checkpoint(path: str) -> Any:
     """Read a checkpoint file without unpickling arbitrary objects."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path, device="cpu")
-        except Exception as e:  # SafetensorError (bad header, truncated data) has no public base class
-            raise CheckpointError(f"{path}: not a valid safetensors file ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else ''})") from e
+        return read_safetensors(path)[0]
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -86,13 +101,22 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], so
     """Strict load with an error listing the first missing / unexpected / mis-shaped keys.
 
     ``skip_classifier`` keeps the model's (new) classifier, for fine-tuning to other classes.
-    ``adopt`` (the caller owns ``sd`` and drops it): see :func:`adopt_state_dict`.
+    ``adopt`` (the caller owns ``sd`` and drops it): see :func:`adopt_state_dict`, whose one pass
+    over the keys is also the check when everything fits.
     """
     own = model.state_dict(keep_vars=True)  # the parameters and buffers themselves
     sd = dict(sd)
     if skip_classifier:
         for k in CLASSIFIER_KEYS:
             sd.pop(k, None)
+    elif adopt and adopt_state_dict(own, sd):
+        return
+    _check_fits(own, sd, source, skip_classifier)
+    model.load_state_dict(sd, strict=not skip_classifier)
+
+
+def _check_fits(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], source: str,
+                skip_classifier: bool) -> None:
     missing = [k for k in own if k not in sd and not (skip_classifier and k in CLASSIFIER_KEYS)]
     unexpected = [k for k in sd if k not in own]
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
@@ -106,23 +130,25 @@ def load_state_dict_checked(model: nn.Module, sd: Mapping[str, torch.Tensor], so
         if shapes:
             parts.append(f"{len(shapes)} mis-shaped (e.g. {shapes[:5]})")
         raise CheckpointError(f"{source} does not fit this architecture: " + "; ".join(parts))
-    if adopt and not skip_classifier and adopt_state_dict(own, sd):
-        return
-    model.load_state_dict(sd, strict=not skip_classifier)
 
 
 def adopt_state_dict(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor]) -> bool:
     """Let every parameter and buffer in ``own`` (``model.state_dict(keep_vars=True)``) take over
     the checkpoint's tensor (``t.data = new``: the same Parameter objects, so optimizers and hooks
     keep them) instead of copying into it: for GPUNet-2 (99 MiB) the copy cost more than reading
-    the file. Only when it changes nothing but the memory: same keys, dtypes and devices,
+    the file. Only when it changes nothing but the memory: same keys, shapes, dtypes and devices,
     contiguous tensors, no tensor shared between two names; False (nothing done) otherwise, and
-    ``load_state_dict`` copies. ``sd`` must be no one else's (a file just read): the model now
+    the caller checks and copies. ``sd`` must be no one else's (a file just read): the model now
     holds its tensors."""
-    if set(sd) != set(own) or len({t.data_ptr() for t in own.values()}) != len(own) \
-            or len({sd[k].data_ptr() for k in own}) != len(own):  # two names, one tensor: copy, not alias
+    if len(sd) != len(own):
         return False
-    if any(sd[k].dtype != t.dtype or sd[k].device != t.device or not sd[k].is_contiguous() for k, t in own.items()):
+    for k, t in own.items():
+        new = sd.get(k)
+        if new is None or new.shape != t.shape or new.dtype != t.dtype or new.device != t.device \
+                or not new.is_contiguous():
+            return False
+    if len({t.data_ptr() for t in own.values()}) != len(own) \
+            or len({t.data_ptr() for t in sd.values()}) != len(own):  # two names, one tensor: copy, not alias
         return False
     with torch.no_grad():
         for k, t in own.items():
