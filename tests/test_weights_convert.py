@@ -176,3 +176,24 @@ def test_import_checks_the_manifest_checksum(files, tmp_path, monkeypatch):
         import_weights("gpunet-0", str(files[0]))
     assert list_cached() == []
     assert [f for _, _, fs in os.walk(os.environ["GPUNET_HOME"]) for f in fs if not f.endswith(".lock")] == []
+
+
+def test_load_pretrained_refuses_safetensors_converted_for_another_architecture(g0, files, tmp_path):
+    """The spec fingerprint in the file's header is checked on every load, not only on import:
+    a model whose spec differs in a way the shapes do not show (here the resolution) is refused."""
+    import warnings
+
+    from gpunet.model import build_model
+    from gpunet.weights import load_pretrained
+
+    st = tmp_path / "g0.safetensors"
+    convert_to_safetensors("gpunet-0", str(files[0]), str(st))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import_weights("gpunet-0", str(st), variant="safetensors")
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    same = load_pretrained(gpunet.get_model("gpunet-0"), "gpunet-0", weights="safetensors")
+    assert torch.equal(logits(same, x), logits(g0[0], x))
+    other = build_model(same.spec.replace(resolution=same.spec.resolution + 32))
+    with pytest.raises(CheckpointError, match=f"converted for a different architecture.*{same.spec.fingerprint()}"):
+        load_pretrained(other, "gpunet-0", weights="safetensors")

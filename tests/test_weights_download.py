@@ -347,3 +347,41 @@ def test_a_verified_file_is_trusted_by_its_stat_signature_and_any_change_is_hash
     gpunet.get_model("gpunet-0", pretrained=True)
     assert hashed == []
     assert [r["ok"] for r in verify_cached()] == [True] and hashed == [path]  # verify always hashes
+
+
+def test_a_verified_file_loads_while_another_process_holds_the_cache_lock(g0, mirror):
+    """The trusted path takes no lock (a record is replaced atomically); one that needs anything
+    done (here: an interrupted commit's ``pending``) is left to the locked path."""
+    import gpunet.weights.cache as cache
+    from gpunet.weights import fetch_weights
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path, variant = fetch_weights("gpunet-0")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from filelock import FileLock
+        with FileLock({path + '.lock'!r}):
+            print("held", flush=True)
+            sys.stdin.read()  # until the test closes our stdin
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert fetch_weights("gpunet-0") == (path, variant)
+        assert same_weights(gpunet.get_model("gpunet-0", pretrained=True), g0[0])
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    rec = cache.read_record(variant)
+    assert cache.trusted_path(variant) == path
+    mirror_manifest(mirror, os.environ["GPUNET_WEIGHTS_MANIFEST"], sha256=rec["sha256"])  # now published
+    _, variant = fetch_weights("gpunet-0")  # the rewritten manifest is read again
+    assert variant.sha256 == rec["sha256"] and cache.trusted_path(variant) == path
+    announced = {k: v for k, v in rec.items() if k != "stat"}  # what an interrupted commit leaves
+    for changed in (dict(rec, pending={"sha256": rec["sha256"], "record": announced}), dict(rec, sha256="0" * 64),
+                    dict(rec, stat=dict(rec["stat"], ino=rec["stat"]["ino"] + 1))):
+        with open(path + ".json", "w") as f:
+            json.dump(changed, f)
+        assert cache.trusted_path(variant) is None
+        assert fetch_weights("gpunet-0")[0] == path  # the locked path re-verifies and repairs ...
+        assert cache.trusted_path(variant) == path  # ... so the next load is trusted again

@@ -23,7 +23,7 @@ from .download import ChecksumError, sha256_file
 from .manifest import Variant
 
 __all__ = ["RECORD_SCHEMA", "CacheCorruptError", "cache_root", "variant_dir", "cache_file", "read_record",
-           "write_record", "commit_file", "check_record", "list_cached", "stat_signature"]
+           "write_record", "commit_file", "check_record", "trusted_path", "list_cached", "stat_signature"]
 
 RECORD_SCHEMA = "gpunet-weights-record/1"
 
@@ -121,6 +121,24 @@ def commit_file(variant: Variant, tmp: str, sha256: str, verified_by: str, sourc
     return dict(rec, record=_record_path(variant))
 
 
+def trusted_path(variant: Variant) -> Optional[str]:
+    """The cached file when its record needs nothing done (verified with the sha256 the manifest
+    expects, no interrupted commit, the recorded stat signature unchanged), else None: then
+    :func:`check_record`, under the cache file's lock, decides. Takes no lock: a record is
+    replaced atomically, so this reads the old one or the new one, and a file replaced after the
+    stat is a race the locked path has too (it also loads after releasing the lock)."""
+    try:
+        rec = read_record(variant)
+    except CacheCorruptError:
+        return None
+    if rec is None or rec.get("pending") or rec["sha256"] != (variant.sha256 or rec["sha256"]):
+        return None
+    try:
+        return rec["path"] if rec.get("stat") == stat_signature(rec["path"]) else None
+    except OSError:
+        return None
+
+
 def check_record(variant: Variant, rec: Dict[str, Any]) -> str:
     """The recorded file's path, after checking its sha256 (and the manifest's, if any).
 
@@ -145,7 +163,8 @@ def check_record(variant: Variant, rec: Dict[str, Any]) -> str:
         atomic_write_text(_record_path(variant), json.dumps(dict(_plain(rec), stat=signature), indent=1) + "\n")
         return path  # the same bytes (touched, copied back, or an older record): trusted from now on
     fixed = None
-    if pending and actual == pending.get("sha256") and (not variant.sha256 or actual == variant.sha256):
+    if pending and isinstance(pending.get("record"), dict) and actual == pending.get("sha256") \
+            and (not variant.sha256 or actual == variant.sha256):
         fixed = dict(pending["record"])  # the commit renamed the file, then stopped
     elif actual == expected:  # stale record (or a commit that stopped before its rename): file checks out
         fixed = _plain(rec)

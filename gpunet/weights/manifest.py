@@ -28,7 +28,7 @@ import functools
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import BadInputError
 
@@ -208,14 +208,24 @@ def manifest_path() -> str:
 
 
 def load_manifest(path: Optional[str] = None) -> Manifest:
+    """The parsed manifest at ``path`` (default :func:`manifest_path`). Parsed once per version
+    of the file (its size, mtime, ctime and inode): treat the result as read-only
+    (:meth:`Manifest.with_variant` makes a changed copy)."""
     path = path or manifest_path()
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        st = os.stat(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"weights manifest not found: {path}"
                                 + (" (from GPUNET_WEIGHTS_MANIFEST)" if os.environ.get("GPUNET_WEIGHTS_MANIFEST")
                                    else "")) from None
+    return _parsed(path, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, signature: Tuple[int, ...]) -> Manifest:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path}: not valid JSON ({e})") from None
     return Manifest(data, path)

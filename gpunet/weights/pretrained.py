@@ -11,12 +11,14 @@ from typing import List, Optional, Tuple
 
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_checkpoint
-from .cache import CacheCorruptError, cache_file, check_record, commit_file, read_record, variant_dir, write_record
+from ..checkpoint import CheckpointError, load_state_dict_into, read_checkpoint, read_safetensors
+from .cache import CacheCorruptError, cache_file, check_record, commit_file, read_record, trusted_path, variant_dir, \
+    write_record
 from .._io import file_lock
 from .download import ChecksumError, DownloadError, download_url, offline_mode, sha256_file, show_progress
 from .manifest import Manifest, Source, Variant, load_manifest
 from ..errors import GPUNetError
+from ..registry import get_registry
 
 __all__ = ["WeightsNotCachedError", "choose_variant", "fetch_weights", "load_pretrained", "cached_path"]
 
@@ -114,7 +116,6 @@ def _check_candidate(variant: Variant, path: str, sha: str, source: str) -> None
     Raises :class:`ChecksumError` (size / hash) or :class:`CheckpointError` (does not fit),
     naming ``source``.
     """
-    from ..registry import get_registry
     from .convert import check_fits, read_weights, safetensors_metadata
 
     size = os.path.getsize(path)
@@ -238,17 +239,19 @@ def _cached(variant: Variant, dest: str) -> Optional[str]:
 
 def fetch_weights(hub_name: str, weights: Optional[str] = None, progress: Optional[bool] = None,
                   manifest: Optional[Manifest] = None) -> Tuple[str, Variant]:
-    """Local path of ``hub_name``'s weights (downloaded once, sha256-checked on every call).
+    """Local path of ``hub_name``'s weights (downloaded once and verified; later calls trust a file
+    whose stat signature is unchanged since and hash one that changed, see :mod:`.cache`).
 
     A new file is trusted only after every check (manifest size and sha256 where known, the
     strict load into the architecture); one that fails is deleted and the next source tried.
     """
-    from ..registry import get_registry
-
     hub_name = get_registry().resolve_model(hub_name)
     manifest = manifest or load_manifest()
     offline = offline_mode()
     variant = choose_variant(manifest, hub_name, weights, offline)
+    trusted = trusted_path(variant)
+    if trusted is not None:
+        return trusted, variant
     dest = cache_file(variant)
     os.makedirs(variant_dir(variant.model, variant.name), exist_ok=True)
     with file_lock(dest):
@@ -284,13 +287,14 @@ def load_pretrained(model: nn.Module, hub_name: str, weights: Optional[str] = No
     ``num_classes`` keeps its own classifier (fine-tuning).
     """
     path, variant = fetch_weights(hub_name, weights, progress)
-    spec = getattr(model, "spec", None)
-    if variant.format == "safetensors" and spec is not None:
-        from .convert import safetensors_metadata
-
-        expected = safetensors_metadata(path).get("gpunet_spec_sha256")
+    spec = getattr(model, "spec", None) or get_registry().spec(hub_name)
+    if variant.format == "safetensors":  # tensors and header from one open of the file
+        sd, meta = read_safetensors(path)
+        expected = meta.get("gpunet_spec_sha256")
         if expected and expected != spec.fingerprint():
             raise CheckpointError(f"{path}: converted for a different architecture than {hub_name} "
                                   f"(spec sha256 {expected} vs {spec.fingerprint()})")
+    else:
+        sd = read_checkpoint(path)
     log.info("loading %s weights (%s) from %s", hub_name, variant.name, path)
-    return load_checkpoint(model, path, spec)
+    return load_state_dict_into(model, sd, spec, path, adopt=True)
