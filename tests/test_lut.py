@@ -465,3 +465,65 @@ def test_build_refuses_a_precision_the_backend_cannot_run_before_creating_the_ta
     with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
         build_lut(str(tables / "t.db"), _tiny_keys(), "tensorflow", iters=2, warmup=1, threads=1)
     assert list(tables.iterdir()) == []
+
+
+def test_openvino_blocks_are_timed_by_their_own_nodes(tmp_path, capsys):
+    """``block_timing="kernels"``: blocks timed by OpenVINO's per-node counters, edges left out: for
+    the same inference never more than its wall clock; the table records how its blocks were timed."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxscript")
+    import time as _time
+
+    from gpunet.export.onnx import export_onnx_proto
+    from gpunet.export.openvino import compile_openvino
+    from gpunet.latency import device_fingerprint
+    from gpunet.latency.ovkernels import EDGE_NODE_TYPES, own_node_ms
+
+    key = _tiny_keys()[0]
+    compiled = compile_openvino(export_onnx_proto(key.build_module().eval(), key.input_shape), "fp32", 1,
+                                perf_count=True)
+    request = compiled.create_infer_request()
+    x = np.random.default_rng(0).random(key.input_shape, dtype=np.float32)
+    request.infer({0: x})
+    t0 = _time.perf_counter()
+    request.infer({0: x})
+    wall_ms = (_time.perf_counter() - t0) * 1e3
+    info = request.get_profiling_info()
+    assert 0 < own_node_ms(info) <= wall_ms
+    assert {n.node_type for n in info} & EDGE_NODE_TYPES  # the edges exist and are left out
+
+    path = str(tmp_path / "ov.db")
+    assert build_lut(path, _tiny_keys()[:2], "openvino", iters=5, warmup=1, threads=1, progress=False,
+                     block_timing="kernels")["measured"] == 2
+    with LatencyTable(path, backend="openvino", fingerprint=device_fingerprint("openvino")) as t:
+        assert t.block_timing() == "kernels" and t.resolve_block_timing() == "kernels"
+        assert all(0 < r["min_ms"] <= r["median_ms"] for r in t.rows())
+        with pytest.raises(LUTDeviceMismatch, match="times its blocks 'kernels'; refusing blocks timed 'wall'"):
+            t.resolve_block_timing("wall")
+    capsys.readouterr()
+    assert cli_main(["lut", "info", "--lut", path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["block_timing"] == "kernels"
+
+
+def test_block_timing_is_one_per_table_and_kept_on_merge(tmp_path):
+    from gpunet.search.lut.build import measure_block
+
+    keys = _tiny_keys()
+    old, new, empty = _ours(tmp_path / "old.db"), _ours(tmp_path / "new.db"), _ours(tmp_path / "empty.db")
+    old.put(keys[0], {"median_ms": 1.0})  # filled before timings were recorded: wall clock
+    assert old.block_timing() == "wall" and old.resolve_block_timing() == "wall"
+    assert empty.block_timing() is None
+    new.set_meta("block_timing", "kernels")
+    new.put(keys[1], {"median_ms": 0.5})
+    with pytest.raises(LUTDeviceMismatch, match="timed 'kernels'.*timed 'wall'"):
+        old.merge(new)
+    assert empty.merge(new) == 1 and empty.block_timing() == "kernels"
+    assert _ours(tmp_path / "ort.db").resolve_block_timing() == "wall"  # the default
+    with pytest.raises(ValueError, match="OpenVINO's per-node counters; this table is 'onnxruntime'"):
+        _ours(tmp_path / "ort2.db").resolve_block_timing("kernels")
+    with pytest.raises(ValueError, match="must be one of wall, kernels"):
+        empty.resolve_block_timing("cpu")
+    with pytest.raises(ValueError, match="OpenVINO's per-node counters"):
+        measure_block(keys[0], "onnxruntime", timing="kernels")
+    for t in (old, new, empty):
+        t.close()

@@ -94,6 +94,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
                    help="precision blocks and networks run in: fp32 (default), bf16 / fp16 (openvino, tensorrt), "
                         "int8 (onnxruntime, openvino, tensorrt; NNCF on random inputs, speed only)")
+    p.add_argument("--block-timing", choices=("wall", "kernels"),
+                   help="how blocks are timed, fixed per table: wall (default: each block alone, host wall clock) or "
+                        "kernels (openvino: its per-node counters, the block's edge reorders and the infer call "
+                        "left out)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -133,7 +137,7 @@ def _build(args) -> int:
     todo = unique if args.refresh else missing
     todo = todo[:args.limit] if args.limit else todo
     counts = build_lut(args.lut, todo, args.backend, iters=args.iters, warmup=args.warmup, threads=args.threads,
-                       progress=False if args.quiet else None, refresh=args.refresh)
+                       progress=False if args.quiet else None, refresh=args.refresh, block_timing=args.block_timing)
     counts.update(lut=args.lut, blocks=len(unique), still_missing=len(missing) - counts["measured"]
                   - counts["by_others"])
     if args.json:
@@ -155,7 +159,7 @@ def _validate(args) -> int:
                           iters=args.iters, warmup=args.warmup, threads=args.threads,
                           build_missing=not args.no_build, plot=args.plot, progress=False if args.quiet else None,
                           statistic=args.statistic, refresh_blocks=args.refresh_blocks, precision=args.precision,
-                          passes=args.passes)
+                          passes=args.passes, block_timing=args.block_timing)
     if args.json:
         print_json(report.to_dict())
         return 0
@@ -211,7 +215,8 @@ def _info(args) -> int:
             kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
         fp = t.fingerprint
         info = {"lut": args.lut, "backend": t.backend, "device_id": t.device_id, "cpu": fp.get("cpu"),
-                "gpu": fp.get("gpu"), "threads": t.get_meta("threads"), "blocks": len(t), "by_kind": kinds,
+                "gpu": fp.get("gpu"), "threads": t.get_meta("threads"), "block_timing": t.block_timing(),
+                "blocks": len(t), "by_kind": kinds,
                 "calibration": t.get_meta("calibration")}
     if args.json:
         print_json(info)

@@ -41,8 +41,9 @@ def openvino_precisions(device: str = "CPU") -> List[str]:
 
 
 def compile_openvino(onnx_model: Union[str, os.PathLike, Any], precision: str = "fp32",
-                     threads: Optional[int] = None, device: str = "CPU"):
-    """``ov.CompiledModel`` for an ONNX file or ``ModelProto``, in ``precision`` on ``device``."""
+                     threads: Optional[int] = None, device: str = "CPU", perf_count: bool = False):
+    """``ov.CompiledModel`` for an ONNX file or ``ModelProto``, in ``precision`` on ``device``;
+    ``perf_count``: with per-node performance counters (``request.get_profiling_info()``)."""
     ov = _openvino()
     if precision not in OPENVINO_PRECISIONS:
         raise ValueError(f"unsupported precision {precision!r} for OpenVINO; expected one of "
@@ -69,6 +70,8 @@ def compile_openvino(onnx_model: Union[str, os.PathLike, Any], precision: str = 
                               "PERFORMANCE_HINT": "LATENCY"}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
+    if perf_count:
+        config["PERF_COUNT"] = True
     return core.compile_model(model, device, config)
 
 

@@ -27,8 +27,8 @@ from ..export.onnx import export_onnx_proto
 from ..hub import resolve_model_input
 from .fingerprint import device_fingerprint, fingerprint_id
 
-__all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_runner", "ort_callable", "summarize",
-           "usable_threads"]
+__all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_result", "make_runner", "ort_callable",
+           "summarize", "usable_threads"]
 
 #: backend -> precisions it can be asked for (subject to the hardware, checked at run time).
 PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
@@ -251,13 +251,20 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
     date = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     times, timing, calibration, trt_info = _run_timed(
         model, shape, name, backend, precision, warmup, iters, threads, progress, calib_data, calib_size, onnx_graph)
+    return make_result(name, backend, precision, shape, iters, warmup, threads, times, timing,
+                       _fingerprint(backend, trt_info), date, calibration)
+
+
+def make_result(name: str, backend: str, precision: str, shape: Sequence[int], iters: int, warmup: int,
+                threads: Optional[int], times: Sequence[float], timing: str, fingerprint: Dict[str, Any],
+                date: Optional[str] = None, calibration: Optional[str] = None) -> BenchmarkResult:
+    """A :class:`BenchmarkResult` from timed runs (ms), their statistics computed here."""
     stats = summarize(times)
-    fingerprint = _fingerprint(backend, trt_info)
     return BenchmarkResult(
         model=name, backend=backend, precision=precision, batch_size=shape[0], input_shape=tuple(shape),
         iters=iters, warmup=warmup, threads=threads, throughput=shape[0] * 1e3 / stats["median_ms"],
-        timing=timing, fingerprint=fingerprint, date=date, times_ms=[float(t) for t in times],
-        calibration=calibration, **stats)
+        timing=timing, fingerprint=fingerprint, date=date or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        times_ms=[float(t) for t in times], calibration=calibration, **stats)
 
 
 def _check_benchmark_args(backend: str, precision: str, warmup: Any, iters: Any, calib_data: Any,

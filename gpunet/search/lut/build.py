@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, Dict, Iterable, Optional
 
@@ -15,8 +16,21 @@ from .table import LatencyTable
 __all__ = ["build_lut", "measure_block"]
 
 
-def measure_block(key: BlockKey, backend: str, iters: int = 50, warmup: int = 10, threads: Optional[int] = None):
-    """Latency of one block with :func:`gpunet.latency.benchmark` (ONNX Runtime, torch, TensorRT)."""
+def measure_block(key: BlockKey, backend: str, iters: int = 50, warmup: int = 10, threads: Optional[int] = None,
+                  timing: str = "wall"):
+    """Latency of one block: with :func:`gpunet.latency.benchmark` (``timing="wall"``: ONNX
+    Runtime, OpenVINO, torch, TensorRT), or from OpenVINO's per-node counters (``"kernels"``:
+    :func:`gpunet.latency.ovkernels.kernel_times`, the block's edges and the infer call left out)."""
+    if timing == "kernels":
+        from ...latency.bench import make_result
+        from ...latency.fingerprint import device_fingerprint
+        from ...latency.ovkernels import kernel_times
+
+        if backend != "openvino":
+            raise ValueError(f"timing 'kernels' is OpenVINO's per-node counters; backend {backend!r} has none")
+        times, label = kernel_times(key.build_module(), key.input_shape, key.precision, threads, warmup, iters)
+        return make_result(key.key, backend, key.precision, key.input_shape, iters, warmup, threads, times, label,
+                           device_fingerprint(backend))
     from ...latency import benchmark
 
     return benchmark(key.build_module(), backend=backend, input_shape=key.input_shape, iters=iters,
@@ -26,11 +40,15 @@ def measure_block(key: BlockKey, backend: str, iters: int = 50, warmup: int = 10
 def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50, warmup: int = 10,
               threads: Optional[int] = None, progress: Optional[bool] = None,
               fingerprint: Optional[Dict[str, Any]] = None,
-              measure: Optional[Callable[[BlockKey], Any]] = None, refresh: bool = False) -> Dict[str, int]:
+              measure: Optional[Callable[[BlockKey], Any]] = None, refresh: bool = False,
+              block_timing: Optional[str] = None) -> Dict[str, int]:
     """Create or extend the table at ``path`` with every missing key, measured on this device.
 
     ``threads`` (CPU backends) is fixed when the table is created; later builds reuse it and
-    refuse another value, since block latencies at different thread counts do not add up.
+    refuse another value, since block latencies at different thread counts do not add up. So is
+    ``block_timing`` (:meth:`LatencyTable.resolve_block_timing`): ``wall`` (default: each block
+    run alone, host wall clock) or, on OpenVINO, ``kernels`` (its per-node counters, the block's
+    edge nodes and the infer call left out).
     """
     keys = list(keys)
     if measure is None:  # refuse what the backend cannot run before a table file is created
@@ -48,7 +66,9 @@ def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50
         fingerprint = device_fingerprint(backend)
     with LatencyTable(path, backend=backend, fingerprint=fingerprint, create=True) as table:
         threads = table.resolve_threads(threads)
-        measure = measure or (lambda key: measure_block(key, backend, iters=iters, warmup=warmup, threads=threads))
+        if measure is None:
+            measure = functools.partial(measure_block, backend=backend, iters=iters, warmup=warmup, threads=threads,
+                                        timing=table.resolve_block_timing(block_timing))
         loads = [load_average()]
         counts = table.fill(keys, measure, progress=progress, fingerprint=fingerprint, refresh=refresh)
         loads.append(load_average())

@@ -39,7 +39,7 @@ from ...errors import GPUNetError
 from ...spec import ACTIVATIONS, LAYER_KINDS
 from .codes import BlockKey
 
-__all__ = ["LatencyTable", "LUTError", "LUTDeviceMismatch", "LUT_FORMAT", "STATISTICS"]
+__all__ = ["LatencyTable", "LUTError", "LUTDeviceMismatch", "LUT_FORMAT", "STATISTICS", "BLOCK_TIMINGS"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 """
 
+
+#: how a table's blocks are timed: ``wall`` (host wall clock of the block run alone, any backend)
+#: or ``kernels`` (OpenVINO's per-node performance counters, the block's edge nodes and the infer
+#: call left out: :mod:`gpunet.latency.ovkernels`). One table holds one kind: they do not add up alike.
+BLOCK_TIMINGS = ("wall", "kernels")
 
 #: what a block's latency is read as: the median of its timed runs (default), or the minimum,
 #: which is steadier on a shared, busy CPU (other processes only ever add time).
@@ -272,6 +277,29 @@ class LatencyTable:
                                    (json.dumps(threads),))
             have = self.get_meta("threads")
         self._check_threads(threads, "measurements")
+        return have
+
+    def block_timing(self) -> Optional[str]:
+        """How this table's blocks were timed (:data:`BLOCK_TIMINGS`); None for an empty table
+        not yet given one. A table filled before timings were recorded was timed ``wall``."""
+        return self.get_meta("block_timing") or ("wall" if len(self) else None)
+
+    def resolve_block_timing(self, timing: Optional[str] = None) -> str:
+        """The block timing measurements use: the table's, set on first use (``timing``, default
+        ``wall``); asking for another than the table's raises :class:`LUTDeviceMismatch`."""
+        if timing is not None and timing not in BLOCK_TIMINGS:
+            raise ValueError(f"block timing must be one of {', '.join(BLOCK_TIMINGS)}, got {timing!r}")
+        if timing == "kernels" and self.backend != "openvino":
+            raise ValueError(f"block timing 'kernels' is OpenVINO's per-node counters; this table is {self.backend!r}")
+        have = self.block_timing()
+        if self.get_meta("block_timing") is None:
+            with self._transaction():
+                self._conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('block_timing', ?)",
+                                   (have or timing or "wall",))
+            have = self.get_meta("block_timing")
+        if timing is not None and timing != have:
+            raise LUTDeviceMismatch(f"latency table {self.path} times its blocks {have!r}; refusing blocks timed "
+                                    f"{timing!r} (they do not add up alike: start another table)")
         return have
 
     # -- metadata --------------------------------------------------------------------------------
@@ -495,6 +523,12 @@ class LatencyTable:
             with self._transaction():
                 self._conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('threads', ?)",
                                    (json.dumps(theirs),))
+        mine, theirs_timing = self.block_timing(), other.block_timing()
+        if mine and theirs_timing and mine != theirs_timing:
+            raise LUTDeviceMismatch(f"cannot merge {other.path} (blocks timed {theirs_timing!r}) into {self.path} "
+                                    f"(blocks timed {mine!r}): the two do not add up alike")
+        if theirs_timing and not mine:
+            self.set_meta("block_timing", theirs_timing)
         rows = other.rows()
         have = set(self.medians({r["key"] for r in rows}))
         new = [r for r in rows if r["key"] not in have]

@@ -419,7 +419,8 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
                  build_missing: bool = True, save_calibration: bool = True, plot: Optional[str] = None,
                  progress: Optional[bool] = None, statistic: str = "median", refresh_blocks: bool = False,
                  measure_network: Optional[Callable[[Any], float]] = None,
-                 precision: str = "fp32", passes: int = 5, measured_here: Optional[bool] = None) -> ValidationReport:
+                 precision: str = "fp32", passes: int = 5, measured_here: Optional[bool] = None,
+                 block_timing: Optional[str] = None) -> ValidationReport:
     """Measure ``n`` sampled networks end to end and compare with the table's estimate.
 
     ``precision``: the backend precision blocks and networks run in (e.g. ``bf16`` on OpenVINO); a
@@ -434,6 +435,8 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     average may mark the run busy (a busy run's networks are left out of later calibrations).
     Default: True for the harness, False for a ``measure_network`` (a remote device, a model);
     pass True for a caller's timer that runs on this machine.
+    ``block_timing``: how missing blocks are timed (see :func:`~gpunet.search.lut.build.build_lut`;
+    default: the table's); the networks are always timed end to end on the wall clock.
     """
     from ...latency import device_fingerprint
 
@@ -443,7 +446,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     vectors = space.sample(n, seed=seed)
     blocks_measured, block_load = _fill_blocks(lut_path, space, vectors, backend, precision, build_missing,
                                                iters=iters, warmup=warmup, threads=threads, progress=progress,
-                                               refresh=refresh_blocks)
+                                               refresh=refresh_blocks, block_timing=block_timing)
     with LatencyTable(lut_path, backend=backend, fingerprint=device_fingerprint(backend)) as table:
         harness = _Harness(backend, precision, statistic, iters, warmup, table.get_meta("threads", threads))
         est = LatencyEstimator(table, space, precision=precision, fill="error", calibration=False,
