@@ -121,6 +121,14 @@ def test_group_and_latency_range_select_candidates(pool_lat, tmp_path):
     assert len(d.vectors) == int(((lat >= lo) & (lat < hi)).sum())
     with pytest.raises(SearchRunError, match="group 7: no network of .* is in that latency group"):
         SearchDriver(SearchSettings(pool=pool_lat, out=str(tmp_path / "x"), budget=1, group=7))
+    from gpunet.search import Pool
+    from gpunet.search.engine.driver import candidate_groups
+
+    lanes = candidate_groups(SearchSettings(pool=pool_lat, out=str(tmp_path / "c"), budget=1, group=[1, 0]))
+    whole = Pool.load(pool_lat)
+    assert list(lanes) == [1, 0] and [Pool.read_group_counts(pool_lat)] == [whole.group_counts()]
+    for g, lane in lanes.items():  # each lane read only its own rows of the file, the same rows
+        assert lane.origin.endswith(f"(group {g})") and np.array_equal(lane.vectors, whole.group(g).vectors)
 
 
 def test_cli_errors_are_one_line(pool, tmp_path, capsys):

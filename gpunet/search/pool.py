@@ -171,6 +171,12 @@ class Pool:
         """``[{label, lo_ms, hi_ms, count}]`` per latency group; empty without latencies."""
         return _group_counts(self.edges_ms, self.labels)
 
+    @staticmethod
+    def read_group_counts(path) -> List[Dict[str, Any]]:
+        """:meth:`group_counts` of the pool file at ``path``, reading its labels and edges only."""
+        fields = _read_npz(str(path), skip=_ROW_FIELDS)
+        return _group_counts(np.asarray(fields["edges_ms"], dtype=np.float64), np.asarray(fields["labels"]))
+
     def summary(self) -> Dict[str, Any]:
         """Size, space, seed, networks with a latency, groups (without labels) and, with a table,
         how many networks lack a block (``missing_blocks``) or use the cost model for one."""

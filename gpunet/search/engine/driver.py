@@ -105,28 +105,31 @@ def load_candidates(settings: SearchSettings) -> Pool:
 
 
 def candidate_groups(settings: SearchSettings) -> Dict[Optional[int], Pool]:
-    """The candidates of every lane: ``{group label or None: pool rows}`` in group order."""
-    pool = Pool.load(settings.pool)
+    """The candidates of every lane: ``{group label or None: pool rows}`` in group order. Lanes of
+    latency groups read only their own rows of the pool file (``Pool.load(path, group=g)``)."""
     if settings.group is not None and settings.latency_ms is not None:
         raise argument_error("group", "group and latency_ms select the candidates two ways: pass one",
                              SearchRunError)
     if settings.latency_ms is not None:
         lo, hi = settings.latency_ms
+        pool = Pool.load(settings.pool)
         return {None: _selected(lambda: pool.latency_range(lo, hi), "latency_ms", f"latency_ms {lo}:{hi}")}
-    labels = _group_labels(settings.group, pool)
-    if labels is None:
-        return {None: pool}
-    return {g: _selected(lambda g=g: pool.group(g), "group", f"group {g}") for g in labels}
+    if settings.group is None:
+        return {None: Pool.load(settings.pool)}
+    counts = Pool.read_group_counts(settings.pool)
+    labels = _group_labels(settings.group, counts, settings.pool)
+    if not counts:  # no latencies: the whole pool's own error says so
+        pool = Pool.load(settings.pool)
+        return {g: _selected(lambda g=g: pool.group(g), "group", f"group {g}") for g in labels}
+    return {g: _selected(lambda g=g: Pool.load(settings.pool, group=g), "group", f"group {g}") for g in labels}
 
 
-def _group_labels(group: Group, pool: Pool) -> Optional[List[int]]:
-    """The labels ``group`` names: None (whole pool), one label, ``"all"`` (every non-empty group), a list."""
-    if group is None:
-        return None
+def _group_labels(group: Group, counts: List[Dict[str, Any]], path: str) -> List[int]:
+    """The labels ``group`` names: one label, ``"all"`` (every non-empty group of ``counts``), a list."""
     if group == "all":
-        labels = [g["label"] for g in pool.group_counts() if g["count"]]
+        labels = [g["label"] for g in counts if g["count"]]
         if not labels:
-            raise argument_error("group", f"group 'all': {pool.origin} has no latency groups (sampled "
+            raise argument_error("group", f"group 'all': {path} has no latency groups (sampled "
                                           f"without a latency table)", SearchRunError)
         return labels
     if isinstance(group, str):
