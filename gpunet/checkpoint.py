@@ -33,7 +33,7 @@ class CheckpointError(BadInputError, RuntimeError):
 
 
 def read_safetensors(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """A safetensors file's tensors and its header metadata: views of one private memory map
+    """A safetensors file's tensors and its header metadata: tensors over one private memory map
     (:mod:`gpunet.safetensors_mmap`), or through the safetensors library for what those cannot
     view."""
     try:
