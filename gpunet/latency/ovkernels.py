@@ -5,8 +5,10 @@ Timed alone, a block pays what a compiled network pays once: the infer request, 
 and precision and take the output back. Inside a network those edges are gone (measured: ~1 % of
 a network's time, where they are 10-60 % of a small block's), so sums of wall-clock block times
 land 20-90 % above the network. With ``PERF_COUNT`` on, OpenVINO reports every executed node's
-time per inference; a block's latency here is the sum over its own nodes, those edge nodes and
-the infer call left out. What a network pays once goes to the latency table's calibration offset.
+time per inference; a block's latency here is the sum over its nodes but every ``Reorder`` /
+``Convert`` (the edges, and also the few inside, e.g. into an SE block's 1x1 convolutions, that a
+network pays too: 2-10 us each) and the infer call. What a network pays once goes to the latency
+table's calibration offset.
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from .download import sha256_file
 from .manifest import Manifest, Source, Variant, load_manifest
 
 __all__ = ["is_archive", "extract_member", "read_weights", "check_fits", "convert_to_safetensors", "import_weights",
-           "safetensors_metadata"]
+           "safetensors_metadata", "check_spec_fingerprint"]
 
 CHUNK = 1 << 20
 
@@ -113,6 +113,15 @@ def safetensors_metadata(path: str) -> Dict[str, str]:
                               f"{str(e).splitlines()[0] if str(e) else ''})") from e
 
 
+def check_spec_fingerprint(metadata: Dict[str, str], spec, hub_name: str, source: str) -> None:
+    """Refuse a safetensors file whose header names another architecture than ``spec``
+    (``gpunet_spec_sha256``, written by :func:`convert_to_safetensors`; files without it pass)."""
+    expected = metadata.get("gpunet_spec_sha256")
+    if expected and expected != spec.fingerprint():
+        raise CheckpointError(f"{source}: converted for a different architecture than {hub_name} "
+                              f"(spec sha256 {expected} vs {spec.fingerprint()})")
+
+
 def convert_to_safetensors(hub_name: str, src: str, dst: str, member: Optional[str] = None,
                            source: Optional[str] = None) -> Dict[str, Any]:
     """Write ``src`` (NVIDIA's zip or ``.pth.tar``, or any checkpoint) as safetensors in our key names.
@@ -183,9 +192,7 @@ def import_weights(hub_name: str, path: str, variant: Optional[str] = None,
     sd = read_weights(path, hub_name, member=_member_of(var))
     check_fits(hub_name, sd, path)
     if var.format == "safetensors":
-        expected = safetensors_metadata(path).get("gpunet_spec_sha256")
-        if expected and expected != get_registry().spec(hub_name).fingerprint():
-            raise CheckpointError(f"{path}: converted for a different architecture (spec sha256 {expected})")
+        check_spec_fingerprint(safetensors_metadata(path), get_registry().spec(hub_name), hub_name, path)
     dest = cache_file(var)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     archive_sha = None

@@ -116,7 +116,7 @@ def _check_candidate(variant: Variant, path: str, sha: str, source: str) -> None
     Raises :class:`ChecksumError` (size / hash) or :class:`CheckpointError` (does not fit),
     naming ``source``.
     """
-    from .convert import check_fits, read_weights, safetensors_metadata
+    from .convert import check_fits, check_spec_fingerprint, read_weights, safetensors_metadata
 
     size = os.path.getsize(path)
     if variant.size is not None and size != variant.size:
@@ -126,11 +126,7 @@ def _check_candidate(variant: Variant, path: str, sha: str, source: str) -> None
     sd = read_weights(path, variant.model)
     check_fits(variant.model, sd, source)
     if variant.format == "safetensors":
-        expected = safetensors_metadata(path).get("gpunet_spec_sha256")
-        actual = get_registry().spec(variant.model).fingerprint()
-        if expected and expected != actual:
-            raise CheckpointError(f"{source}: converted for a different architecture than {variant.model} "
-                                  f"(spec sha256 {expected} vs {actual})")
+        check_spec_fingerprint(safetensors_metadata(path), get_registry().spec(variant.model), variant.model, source)
 
 
 def _incoming(variant: Variant) -> str:
@@ -289,11 +285,10 @@ def load_pretrained(model: nn.Module, hub_name: str, weights: Optional[str] = No
     path, variant = fetch_weights(hub_name, weights, progress)
     spec = getattr(model, "spec", None) or get_registry().spec(hub_name)
     if variant.format == "safetensors":  # tensors and header from one open of the file
+        from .convert import check_spec_fingerprint
+
         sd, meta = read_safetensors(path)
-        expected = meta.get("gpunet_spec_sha256")
-        if expected and expected != spec.fingerprint():
-            raise CheckpointError(f"{path}: converted for a different architecture than {hub_name} "
-                                  f"(spec sha256 {expected} vs {spec.fingerprint()})")
+        check_spec_fingerprint(meta, spec, hub_name, path)
     else:
         sd = read_checkpoint(path)
     log.info("loading %s weights (%s) from %s", hub_name, variant.name, path)
