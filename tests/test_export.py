@@ -121,6 +121,27 @@ def test_half_export_is_fp16_and_close(out):
 
 
 @needs_onnx
+@pytest.mark.parametrize("dynamic_batch,opset", [(False, 20), (True, 20), (False, 17)])
+def test_cached_registry_export_is_the_public_exporters_graph(dynamic_batch, opset):
+    """export_onnx_proto skips torch.onnx.export's per-call registry rebuild at static shapes; the
+    graph must be byte for byte what the public call writes (static, a converted lower opset; a
+    dynamic batch takes the public call)."""
+    from gpunet.export import onnx as onnx_export
+
+    assert onnx_export._exporter_core(opset)[0] is not None, "torch 2.14's exporter core takes a registry"
+    model = with_bn_stats(gpunet.get_model("gpunet-p0")).eval()
+    x = torch.randn(2 if dynamic_batch else 1, 3, RES, RES)
+    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    ours = onnx_export.export_onnx_proto(model, (1, 3, RES, RES), dynamic_batch=dynamic_batch, opset=opset)
+    with onnx_export.quiet():
+        public = torch.onnx.export(onnx_export._InputNamed(model), (x,), dynamo=True, external_data=False,
+                                   optimize=True, opset_version=opset, input_names=["input"],
+                                   output_names=["output"], dynamic_shapes=shapes, verbose=False,
+                                   report=False).model_proto
+    assert ours.SerializeToString() == public.SerializeToString()
+
+
+@needs_onnx
 def test_any_module_needs_input_shape(out):
     net = _small_net()
     with pytest.raises(ValueError, match="input_shape"):

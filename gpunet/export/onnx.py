@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
+import inspect
 import io
 import logging
 import os
@@ -111,10 +113,7 @@ def export_onnx_proto(model: nn.Module, input_shape: Sequence[int], dynamic_batc
         x = torch.randn(2, *input_shape[1:], dtype=dtype)
     with quiet():
         try:
-            program = torch.onnx.export(
-                _InputNamed(model), (x,), dynamo=True, external_data=False, optimize=True,
-                opset_version=opset, input_names=["input"], output_names=["output"],
-                dynamic_shapes=dynamic_shapes, verbose=False, report=False)
+            program = _dynamo_export(_InputNamed(model), x, opset, dynamic_shapes)
         except Exception as e:  # the exporter raises many types; keep the cause
             raise ExportError(f"torch.onnx.export failed for {type(model).__name__} with input "
                               f"{tuple(input_shape)}: {e}") from e
@@ -122,6 +121,42 @@ def export_onnx_proto(model: nn.Module, input_shape: Sequence[int], dynamic_batc
     if proto.ByteSize() >= 2 ** 31 - 1:
         raise ExportError("the model is larger than 2 GiB, which a single .onnx file cannot hold")
     return proto
+
+
+def _dynamo_export(module: nn.Module, x: torch.Tensor, opset: int, dynamic_shapes):
+    """``torch.onnx.export(..., dynamo=True)`` of ``module`` at ``x``; for a static shape, with
+    the registry of ONNX decompositions built once per process.
+
+    The quirk: the public call rebuilds that registry from torchlib on every export (parsing the
+    source of ~500 functions: 0.45 s of a small block's 0.75 s here), and a latency-table build
+    exports hundreds of blocks at static shapes. There, where torch's exporter core takes a
+    ``registry`` (torch 2.6+), we call it with a cached one, as the public call would (the graphs
+    are byte-identical, tested). A dynamic batch (the public call also renames its axis) and any
+    other torch take the public call.
+    """
+    core, registry = _exporter_core(opset) if dynamic_shapes is None else (None, None)
+    if core is None:
+        return torch.onnx.export(module, (x,), dynamo=True, external_data=False, optimize=True, opset_version=opset,
+                                 input_names=["input"], output_names=["output"], dynamic_shapes=dynamic_shapes,
+                                 verbose=False, report=False)
+    return core.export(module, (x,), None, registry=registry, input_names=["input"], output_names=["output"],
+                       verbose=False, report=False, optimize=True, opset_version=opset)
+
+
+@functools.lru_cache(maxsize=None)
+def _exporter_core(opset: int):
+    """(torch's exporter core module, its registry for ``opset``) or (None, None) where this
+    torch's exporter does not have the shape :func:`_dynamo_export` relies on."""
+    try:
+        from torch.onnx._internal.exporter import _constants, _core, _registration
+
+        if "registry" not in inspect.signature(_core.export).parameters:
+            return None, None
+        # as torch.onnx.export: opsets below torchlib's are exported at torchlib's and converted
+        registry = _registration.ONNXRegistry.from_torchlib(opset_version=max(opset, _constants.TORCHLIB_OPSET))
+    except Exception:  # any other torch: the public call
+        return None, None
+    return _core, registry
 
 
 class _InputNamed(nn.Module):
