@@ -138,6 +138,7 @@ def test_validate_cli_end_to_end(tmp_path, capsys):
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "Spearman (table sum)" in out and re.search(r"blocks measured now\s+0\n", out)
+    assert re.search(r"moved since last measured \(5 networks\), median / max\s+\d+\.\d% / \d+\.\d%", out)
 
 
 def test_weight_term_is_recovered_and_held_out_calibration_scored(tmp_path):
@@ -321,3 +322,39 @@ def test_networks_are_measured_in_passes_and_keep_their_median(tmp_path):
     with pytest.raises(ValueError, match="passes must be a positive integer"):
         validate_lut(str(tmp_path / "t.db"), "torch", n=6, space=space, build_missing=False, passes=0,
                      measure_network=jittery, progress=False)
+
+
+def test_a_repeat_reports_how_far_each_network_moved(tmp_path, capsys):
+    """Validating the same networks again reports now / then - 1 per network measured before (the
+    machine's repeatability); a first run has none, and networks of another seed are not matched."""
+    space = _tiny()
+    lut = str(tmp_path / "t.db")
+    _synthetic_lut(lut, space, np.concatenate([space.sample(6, seed=3), space.sample(6, seed=4)]))
+    factor = {"x": 1.0}
+    timer = lambda spec: factor["x"] * 2.0 * _hand_sum(spec)[0]  # noqa: E731
+    first = validate_lut(lut, "torch", n=6, space=space, seed=3, build_missing=False, measure_network=timer,
+                         progress=False, passes=1)
+    assert first.moved_since_last == []
+    factor["x"] = 1.2
+    again = validate_lut(lut, "torch", n=6, space=space, seed=3, build_missing=False, measure_network=timer,
+                         progress=False, passes=1)
+    np.testing.assert_allclose(again.moved_since_last, [0.2] * 6, rtol=1e-9)
+    other = validate_lut(lut, "torch", n=6, space=space, seed=4, build_missing=False, measure_network=timer,
+                         progress=False, passes=1)
+    same = {tuple(v) for v in space.sample(6, seed=3)} & {tuple(v) for v in space.sample(6, seed=4)}
+    assert len(other.moved_since_last) == len(same)
+
+
+def test_cli_notes_a_machine_that_does_not_repeat_its_timings(capsys):
+    """When the networks measured again moved a median above UNREPEATABLE_MOVE, the CLI says that
+    the machine, not the table, bounds the share; not below it, nor with nothing measured before."""
+    from types import SimpleNamespace
+
+    from gpunet.cli import search as cli_search
+    from gpunet.latency.machine import UNREPEATABLE_MOVE
+
+    for moved in ([], [UNREPEATABLE_MOVE / 2, -UNREPEATABLE_MOVE / 2, 0.3]):
+        cli_search._note_unrepeatable(SimpleNamespace(moved_since_last=moved))
+        assert capsys.readouterr().err == ""
+    cli_search._note_unrepeatable(SimpleNamespace(moved_since_last=[0.078, -0.09, 0.01]))
+    assert "the 3 networks measured before moved a median 7.8% since" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from typing import Optional
 
@@ -182,6 +183,10 @@ def _validate(args) -> int:
         rows.insert(-1, ["last-level cache share, probed (MB)", ", ".join(f"{x:.0f}" for x in report.cache_share_mb)])
     for note in report.cache_notes:
         rows.append(["cache", note])
+    if report.moved_since_last:
+        moved = [abs(x) for x in report.moved_since_last]
+        rows.insert(-1, [f"moved since last measured ({len(moved)} networks), median / max",
+                         f"{statistics.median(moved):.1%} / {max(moved):.1%}"])
     if report.within_10pct_stored is not None:
         rows.insert(8, ["within ±10%, table's earlier calibration (held out)",
                         f"{report.within_10pct_stored:.0%} (mean |error| {report.mean_abs_error_stored:.1%})"])
@@ -191,7 +196,18 @@ def _validate(args) -> int:
     if report.busy:
         print("warning: the machine was busy while measuring; figures above are not trustworthy "
               "(rerun on a quiet machine)", file=sys.stderr)
+    _note_unrepeatable(report)
     return 0
+
+
+def _note_unrepeatable(report) -> None:
+    from gpunet.latency.machine import UNREPEATABLE_MOVE
+
+    moved = sorted(abs(x) for x in report.moved_since_last)
+    if moved and statistics.median(moved) > UNREPEATABLE_MOVE:
+        print(f"note: the {len(moved)} networks measured before moved a median {statistics.median(moved):.1%} "
+              "since: the share within ±10 % is bounded by how well this machine repeats a timing (try fewer "
+              "--threads, or a quieter machine)", file=sys.stderr)
 
 
 def _export(args) -> int:

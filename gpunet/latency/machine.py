@@ -14,8 +14,8 @@ import os
 import statistics
 from typing import List, Optional
 
-__all__ = ["load_average", "LOAD_AVERAGE_ENV", "busy_load_limit", "busy_reasons", "cache_notes", "BUSY_LOAD_MARGIN", "BUSY_SPREAD",
-           "CACHE_SHARE_RATIO"]
+__all__ = ["load_average", "LOAD_AVERAGE_ENV", "busy_load_limit", "busy_reasons", "cache_notes", "BUSY_LOAD_MARGIN",
+           "BUSY_SPREAD", "UNREPEATABLE_MOVE", "CACHE_SHARE_RATIO"]
 
 #: a machine counts as busy when the 1-minute load average exceeds the measuring threads by this
 #: much: other processes shared the cores, so wall-clock timings are inflated
@@ -24,6 +24,10 @@ BUSY_LOAD_MARGIN = 0.6
 #: besides the load, a machine counts as busy when the networks' timed runs spread this much
 #: (p90 / median - 1, median over networks)
 BUSY_SPREAD = 0.15
+#: networks measured again whose latency moved this much since (median over them of |now / then -
+#: 1|): half of them moved half the +-10 % band on their own, so a validation says that the machine,
+#: not the table, bounds its share within +-10 %
+UNREPEATABLE_MOVE = 0.05
 
 #: a cache share this many times larger or smaller than the one a calibration was fitted under is
 #: reported: weight-heavy networks then pay another DRAM cost than the calibration learnt

@@ -89,6 +89,9 @@ class ValidationReport:
     # last-level cache share (MB) probed before the passes and after each (our own measurements only)
     cache_share_mb: List[float] = field(default_factory=list)
     cache_notes: List[str] = field(default_factory=list)  # the share moved since the stored calibration
+    # per network this table had measured before (same space, statistic, precision; not busy):
+    # its latency now / then - 1, how far a repeat moves on this machine (empty: none measured before)
+    moved_since_last: List[float] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -361,6 +364,17 @@ def _calibration_meta(calibration: Calibration, kept: List[Dict[str, Any]], nets
             "cache_share_mb": float(np.median(shares)) if shares else None}
 
 
+def _moved_since_last(table: LatencyTable, space: SearchSpace, vectors: np.ndarray, ms: np.ndarray,
+                      harness: _Harness) -> List[float]:
+    """Now / then - 1 for each network an earlier validation with this table measured on this space,
+    statistic and precision (busy runs left out): the machine's own repeatability, which bounds
+    the share any table can put within +-10 %."""
+    then = {tuple(e["vector"]): e["measured_ms"] for e in table.get_meta("validation_networks") or []
+            if _same_run(e, space.name, harness.statistic, harness.precision) and not e.get("busy")}
+    old = [then.get(tuple(int(x) for x in v)) for v in vectors]
+    return [float(m / o - 1.0) for m, o in zip(ms, old) if o]
+
+
 def _fit_and_store(table: LatencyTable, space: SearchSpace, vectors: np.ndarray, est: EstimateResult,
                    nets: _Measured, harness: _Harness, seed: int, save: bool) -> _Fit:
     """Step 3: fit the calibration on these and every earlier network the table keeps; with ``save``
@@ -401,7 +415,7 @@ def _scores(est: EstimateResult, measured: np.ndarray, fit: _Fit, stored: Option
 def _report(header: Dict[str, Any], space: SearchSpace, vectors: np.ndarray, est: EstimateResult, nets: _Measured,
             fit: _Fit, stored: Optional[Calibration], stored_share: Optional[float], start: float) -> ValidationReport:
     """Step 4: the report; ``header``: what was validated, where and how (lut, backend, device_id,
-    space, n, seed, statistic, precision, passes, blocks_measured)."""
+    space, n, seed, statistic, precision, passes, blocks_measured, moved_since_last)."""
     scores = _scores(est, nets.ms, fit, stored)
     notes = cache_notes(nets.cache_share_mb, stored_share, stored.cache_mb if stored is not None else None)
     return ValidationReport(
@@ -455,10 +469,12 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         here = measure_network is None if measured_here is None else bool(measured_here)
         nets = _measure_networks([space.decode(v) for v in vectors], harness, measure_network, passes, progress,
                                  block_load, here)
+        moved = _moved_since_last(table, space, vectors, nets.ms, harness)
         fit = _fit_and_store(table, space, vectors, est, nets, harness, seed, save_calibration)
         device_id = table.device_id
     header = dict(lut=lut_path, backend=backend, device_id=device_id, space=space.name, n=n, seed=seed,
-                  statistic=statistic, precision=precision, passes=passes, blocks_measured=blocks_measured)
+                  statistic=statistic, precision=precision, passes=passes, blocks_measured=blocks_measured,
+                  moved_since_last=moved)
     report = _report(header, space, vectors, est, nets, fit, stored, stored_share, start)
     if plot:
         plot_validation(report, plot)
