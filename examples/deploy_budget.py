@@ -6,9 +6,10 @@
 (here by default two small models on ONNX Runtime and OpenVINO), keeps the most accurate one (by its
 registry top-1) whose p50 fits the budget, on its fastest path, and writes a verified folder (every
 timing is also saved as a latency tier of this machine in the user registry under GPUNET_HOME);
-``gpunet.load_deployed`` runs it. ``deploy`` exports the hub architecture with freshly initialised
-(random) weights, so the predicted classes only show that the artifact runs. ``--images N`` classifies
-N digits images from scikit-learn; without it, random input.
+``gpunet.load_deployed`` runs it. The models carry their published weights (fetched once and
+verified); ``--weights random`` deploys freshly initialised ones where the weights cannot be had
+(offline): the latency holds, the predicted classes then only show that the artifact runs.
+``--images N`` classifies N digits images from scikit-learn; without it, random input.
 """
 import argparse
 
@@ -25,6 +26,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", dest="models", default="gpunet-0,gpunet-p0",
                         help="hub models to measure, comma separated")
     parser.add_argument("--backends", default="onnxruntime,openvino", help="backends to measure, comma separated")
+    parser.add_argument("--weights", default="pretrained", choices=("pretrained", "random"),
+                        help="published weights (default) or a random initialisation (latency only)")
     parser.add_argument("--precisions", default="fp32,bf16,fp16", help="precisions to try (what the CPU lacks is "
                                                                        "skipped; int8 needs calibration images)")
     parser.add_argument("--img-size", type=int, help="input side in px (default: each model's own resolution)")
@@ -53,7 +56,7 @@ def main() -> None:
     try:
         result = gpunet.deploy.deploy(args.max_latency_ms, args.out, models=args.models, backends=args.backends,
                                       precisions=args.precisions, resolution=args.img_size, threads=args.threads,
-                                      timing=timing)
+                                      timing=timing, weights=args.weights)
     except gpunet.deploy.NoFitError as e:
         raise SystemExit(str(e))
     for p in result.decision.paths:

@@ -134,7 +134,7 @@ def deployed(tmp_path_factory, digits):
                          "--backends", "onnxruntime", "--precisions", "fp32,int8", "--calib-dir",
                          str(digits / "train"), "--calib-size", "10", "--val-dir", str(digits / "val"),
                          "--rounds", "2", "--block", "2", "--warmup", "1", "--pause", "0", "--threads", "2",
-                         "--out", str(out), "--json"])
+                         "--weights", "random", "--out", str(out), "--json"])
         registry = json.loads((root / "home" / "registry.json").read_text())
     assert code == 0
     return out, json.loads(buf.getvalue()), registry
@@ -159,6 +159,7 @@ def test_deploy_writes_the_folder_and_the_json_decision(deployed):
     assert info["spec_sha256"] == seeded_model().spec.fingerprint()
     assert info["p50_ms"] <= info["max_latency_ms"] and info["p90_ms"] >= info["p50_ms"]
     assert info["runtime"]["onnxruntime"] and info["fingerprint"]["id"]
+    assert info["weights"]["source"] == "random"
     assert info["preprocessing"]["input_size"] == [3, RES, RES] and info["preprocessing"]["interpolation"]
     assert info["accuracy"]["val_images"] == 30 and info["accuracy"]["top1_fp32"] is not None
     import hashlib
@@ -170,6 +171,7 @@ def test_deploy_writes_the_folder_and_the_json_decision(deployed):
     assert q["calibration"] == "images" and q["top1"] is not None and q["p50_ms"] > 0
     assert q["chosen"] or q["reason"]  # INT8 either won its gate or the table says why not
     readme = (out / "README.md").read_text()
+    assert "Weights: **random initialisation**" in readme
     assert "| gpunet-0 | onnxruntime | int8 |" in readme and "| gpunet-0 | onnxruntime | fp32 |" in readme
     tiers = registry["latency"][doc["device"]]["gpunet-0"]
     assert {t["precision"] for t in tiers} == {"fp32", "int8"} and all(t["kind"] == "measured" for t in tiers)
@@ -237,7 +239,7 @@ def test_an_impossible_budget_exits_2_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["deploy", "--max-latency-ms", "0.001", "--model", "gpunet-0", "--img-size", str(RES),
                  "--backends", "onnxruntime", "--precisions", "fp32", "--rounds", "1", "--block", "2",
-                 "--warmup", "1", "--pause", "0", "--out", str(out), "--json"])
+                 "--warmup", "1", "--pause", "0", "--weights", "random", "--out", str(out), "--json"])
     captured = capsys.readouterr()
     err, doc = captured.err, json.loads(captured.out)
     assert code == 2 and not out.exists()
@@ -315,7 +317,8 @@ def test_an_openvino_deploy_writes_the_ir_pair_and_loads_it(tmp_path):
 
     torch.manual_seed(99)
     result = deploy(10000, str(tmp_path / "ov"), models="gpunet-0", backends="openvino", precisions="fp32",
-                    resolution=RES, threads=2, timing=Timing(rounds=1, block=2, warmup=1, warmup_s=0, pause=0))
+                    resolution=RES, threads=2, timing=Timing(rounds=1, block=2, warmup=1, warmup_s=0, pause=0),
+                    weights="random")
     out = tmp_path / "ov"
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "deploy.json", "model.bin", "model.xml"]
     assert set(result.info["files"]) == {"model.xml", "model.bin"} and result.info["runtime"]["openvino"]
@@ -341,3 +344,68 @@ def test_a_folder_that_is_not_a_deploy_is_never_replaced(tmp_path, capsys):
     code = main(["deploy", "--max-latency-ms", "5", "--model", "gpunet-0", "--out", str(mine)])
     assert code == 2 and "is not a gpunet deploy folder (no deploy.json)" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+
+
+def _quick(**kw):
+    from gpunet.deploy import Timing
+
+    return dict(backends="onnxruntime", precisions="fp32", resolution=RES, threads=2,
+                timing=Timing(rounds=1, block=2, warmup=1, warmup_s=0, pause=0), **kw)
+
+
+def _same_outputs(out, ref_model):
+    import torch
+
+    import gpunet
+
+    x = torch.randn(2, 3, RES, RES, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ref = ref_model.eval()(x).numpy()
+    return np.abs(gpunet.load_deployed(out)(x) - ref).max() <= 1e-3 * np.abs(ref).max()
+
+
+def test_published_weights_are_what_is_deployed_and_recorded(tmp_path, monkeypatch):
+    """By default a hub model carries its published weights (here imported into the cache, offline):
+    the artifact computes what the pretrained model does, and deploy.json / the README name the file.
+    Without them the model is a failed row saying why, and nothing is written."""
+    import torch
+
+    import gpunet
+    from gpunet.deploy import deploy
+    from gpunet.weights import import_weights
+    from test_weights_support import nvidia_checkpoint_bytes
+
+    monkeypatch.setenv("GPUNET_OFFLINE", "1")
+    with pytest.raises(NoFitError, match=r"(?s)no candidate could be measured.*gpunet-0: WeightsNotCachedError: .*"
+                                         r"weights='random' deploys for latency only"):
+        deploy(10000, str(tmp_path / "none"), models="gpunet-0", **_quick())
+    assert not (tmp_path / "none").exists()
+    pth = tmp_path / "0.65ms.pth.tar"
+    pth.write_bytes(nvidia_checkpoint_bytes("gpunet-0", seed=3)[1])
+    import_weights("gpunet-0", str(pth))
+    result = deploy(10000, str(tmp_path / "out"), models="gpunet-0", **_quick())
+    w = result.info["weights"]
+    assert (w["source"], w["variant"], w["file"]) == ("pretrained", "nvidia-ngc", "0.65ms.pth.tar")
+    assert json.loads((tmp_path / "out" / "deploy.json").read_text())["weights"] == w
+    assert "Weights: published, `nvidia-ngc` (0.65ms.pth.tar" in (tmp_path / "out" / "README.md").read_text()
+    assert _same_outputs(tmp_path / "out", gpunet.get_model("gpunet-0", pretrained=True))
+    torch.manual_seed(0)
+    assert not _same_outputs(tmp_path / "out", gpunet.get_model("gpunet-0"))  # not a fresh initialisation
+
+
+def test_a_model_folder_is_deployed_with_its_own_weights(tmp_path):
+    """--model local-dir:DIR (a fine-tuned model, 10 classes): its own weights go into the artifact;
+    its timings are not saved as tiers (a folder is not a hub name)."""
+    import torch
+
+    import gpunet
+    from gpunet.deploy import deploy
+
+    torch.manual_seed(7)
+    tuned = gpunet.get_model("gpunet-0", num_classes=10)
+    gpunet.save_pretrained(tuned, str(tmp_path / "tuned"))
+    where = f"local-dir:{tmp_path / 'tuned'}"
+    result = deploy(10000, str(tmp_path / "out"), models=where, **_quick())
+    assert result.info["weights"] == {"source": "folder", "location": where}
+    assert result.decision.chosen.model == where and result.saved == []
+    assert _same_outputs(tmp_path / "out", tuned)

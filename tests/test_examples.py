@@ -117,10 +117,11 @@ def test_local_search_trains_candidates_on_digits(tmp_path):
 def test_deploy_budget_writes_a_folder_that_classifies_digits(tmp_path):
     out = run_example("deploy_budget.py", "--max-latency-ms", "100000", "--model", "gpunet-0",
                       "--precisions", "fp32", "--img-size", "64", "--threads", "1", "--rounds", "1", "--block", "2",
-                      "--warmup-s", "0", "--images", "3", "--out", "dep", cwd=tmp_path)
+                      "--warmup-s", "0", "--images", "3", "--weights", "random", "--out", "dep", cwd=tmp_path)
     info = json.loads((tmp_path / "dep" / "deploy.json").read_text())
     assert info["model"] == "gpunet-0" and info["backend"] in ("onnxruntime", "openvino")
     assert info["precision"] == "fp32" and info["input_shape"] == [1, 3, 64, 64]
+    assert info["weights"]["source"] == "random"
     assert f"gpunet-0 on {info['backend']} fp32, measured p50 {info['p50_ms']:.2f} ms" in out
     assert "3 digits images -> logits (3, 1000), predicted classes [" in out
     assert len(re.findall(r"^  gpunet-0\s+(onnxruntime|openvino)\s+fp32\s+[\d.]+ ms", out, re.M)) == 2

@@ -82,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder to write (atomically; nothing when no candidate fits)")
     add_gpu(p, "device id the results are saved under as tiers (default: from the CPU)", old=("--device",))
     group = p.add_mutually_exclusive_group()
-    add_models(group, "hub model; repeat or comma-separate (default: those that could fit)")
+    add_models(group, "hub model or model folder (local-dir:DIR, hf-hub:ORG/NAME); repeat or comma-separate "
+                      "(default: the hub models that could fit)")
     group.add_argument("--all", dest="all_models", action="store_true", help="measure every hub model")
     p.add_argument("--backends", default=None, help="comma-separated: onnxruntime,openvino,tensorrt (default all)")
     p.add_argument("--precisions", default=None, help="comma-separated: fp32,bf16,fp16,int8 (default all the "
@@ -91,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-size", type=int, default=300, help="calibration images used (default 300)")
     p.add_argument("--val-dir", default=None, help="labelled images (ImageFolder): top-1 of every path")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest INT8 top-1 drop, in points (default 1)")
+    p.add_argument("--weights", default="pretrained", choices=("pretrained", "random"),
+                   help="hub models' weights: pretrained (default: published, fetched once and verified) or "
+                        "random (latency only); a model folder (--model local-dir:DIR) carries its own")
     add_batch_size(p, help="batch size the budget is for (default 1)")
     add_img_size(p, "input side in px (default: each model's own)", old=("--resolution",), dest="resolution")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all usable cores)")
@@ -281,7 +285,7 @@ def cmd_deploy(args) -> int:
                         all_models=args.all_models, backends=args.backends, precisions=args.precisions,
                         calib_dir=args.calib_dir, val_dir=args.val_dir, max_drop=args.max_drop,
                         calib_size=args.calib_size, batch_size=args.batch_size, resolution=args.resolution,
-                        threads=args.threads, timing=timing,
+                        threads=args.threads, timing=timing, weights=args.weights,
                         progress=sys.stderr.isatty() and not (args.json or args.log_quiet))
     except NoFitError as e:
         if args.json:

@@ -179,7 +179,9 @@ def _pct(x: Optional[float]) -> str:
 def _no_fit(paths: Sequence[MeasuredPath], eligible: Sequence[MeasuredPath], budget: float) -> NoFitError:
     timed = list(eligible) or [p for p in paths if p.timed]  # a random-calibration INT8 figure is no answer
     if not timed:
-        return NoFitError(f"max_latency_ms {budget:g}: no candidate could be measured, so none fits", None, paths)
+        why = list(dict.fromkeys(f"{p.model}: {p.reason}" for p in paths if p.status == "failed" and p.reason))
+        return NoFitError(f"max_latency_ms {budget:g}: no candidate could be measured, so none fits"
+                          + "".join(f"\n  {w}" for w in why[:5]), None, paths)
     fastest = min(timed, key=lambda p: p.p50_ms)
     return NoFitError(f"max_latency_ms {budget:g}: no candidate fits; the fastest measured is {fastest.model} on "
                       f"{fastest.backend} {fastest.precision} at {fastest.p50_ms:.2f} ms p50", fastest, paths)

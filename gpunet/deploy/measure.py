@@ -9,6 +9,7 @@ rounds and a short pause separates blocks; p50 / p90 are over all blocks' runs.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -20,12 +21,17 @@ from .choose import MeasuredPath
 from .runtime import cpu_graph, path_callable, run_batched
 
 __all__ = ["Timing", "ModelRun", "plan_paths", "known_best_ms", "measure_model", "time_blocks", "data_config",
-           "graph_for", "DEPLOY_PRECISIONS",
+           "graph_for", "DEPLOY_PRECISIONS", "WEIGHTS", "candidate_model",
            "tensorrt_unavailable", "engine_source"]
 
 #: what each backend can be asked for by ``gpunet deploy`` (subject to this machine)
 DEPLOY_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
                      "tensorrt": ("fp32", "fp16", "bf16", "int8")}
+
+#: what a hub model is deployed with: its published weights (fetched once, verified; default) or a
+#: fresh initialisation (``random``: the artifact's latency holds, its predictions mean nothing). A
+#: model folder (``local-dir:DIR``, ``hf-hub:ORG/NAME``: a fine-tuned model) always carries its own.
+WEIGHTS = ("pretrained", "random")
 
 
 @dataclass
@@ -55,6 +61,7 @@ class ModelRun:
     reference: Optional[np.ndarray] = None  # PyTorch fp32 output on the fixed input
     times_ms: Dict[Tuple[str, str], List[float]] = field(default_factory=dict)
     calibration: Optional[str] = None
+    weights: Dict[str, Any] = field(default_factory=dict)  # what the model carries (deploy.json "weights")
 
 
 def _gpu_present() -> bool:
@@ -277,18 +284,41 @@ def _new_run(name: str, model: torch.nn.Module, shape: Tuple[int, ...],
         (info.get("top1"), bool(info.get("proxy", False)))
 
 
+def candidate_model(name: str, weights: str = "pretrained") -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """(the model ``name`` names with its weights, what those are): a model folder's own; a hub
+    model's published ones (:data:`WEIGHTS`; offline and not cached raises
+    :class:`~gpunet.weights.WeightsNotCachedError`) or, with ``weights="random"``, none."""
+    from ..hub import folder_location, get_model
+
+    location = folder_location(name)
+    if location is not None:
+        return get_model(location), {"source": "folder", "location": location}
+    if weights == "random":
+        return get_model(name), {"source": "random", "note": "random initialisation: for latency only"}
+    from ..weights import fetch_weights, load_pretrained
+
+    path, variant = fetch_weights(name)
+    model = load_pretrained(get_model(name), name, weights=variant.name)
+    return model, {"source": "pretrained", "variant": variant.name, "file": os.path.basename(path),
+                   "sha256": variant.sha256, "license": variant.license}
+
+
 def measure_model(name: str, plan: Sequence[Tuple[str, str]], skipped: Sequence[Tuple[str, str, str]],
                   batch_size: int, resolution: Optional[int], threads: int, timing: Timing,
-                  calib_dir: Any = None, calib_size: int = 300, val_dir: Optional[str] = None) -> ModelRun:
-    """Export ``name`` once, start and check every planned path, time them in rotating blocks and
-    (with ``val_dir``) measure top-1; skipped paths become rows with their reason."""
+                  calib_dir: Any = None, calib_size: int = 300, val_dir: Optional[str] = None,
+                  weights: str = "pretrained") -> ModelRun:
+    """Export ``name`` (with ``weights``, see :func:`candidate_model`) once, start and check every
+    planned path, time them in rotating blocks and (with ``val_dir``) measure top-1; skipped paths
+    become rows with their reason."""
     from ..hub import resolve_model_input
     from ..latency.bench import summarize
     from ..latency.machine import load_average
     from ..registry import get_registry
 
-    model, shape, _ = resolve_model_input(name, batch_size, resolution)
+    model, carried = candidate_model(name, weights)
+    model, shape, _ = resolve_model_input(model, batch_size, resolution)
     mr, top1 = _new_run(name, model, shape, get_registry())
+    mr.weights = carried
     mr.paths = [MeasuredPath(name, b, p, registry_top1=top1[0], proxy_top1=top1[1]) for b, p in plan]
     mr.paths += [MeasuredPath(name, b, p, registry_top1=top1[0], proxy_top1=top1[1], status="skipped", reason=why)
                  for b, p, why in skipped]

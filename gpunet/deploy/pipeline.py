@@ -14,7 +14,7 @@ import torch
 from .._checks import argument_error, non_negative, one_of, positive, positive_int
 from .artifact import DEPLOY_SCHEMA, markdown_table, write_folder
 from .choose import Decision, MeasuredPath, NoFitError, choose
-from .measure import ModelRun, Timing, graph_for, known_best_ms, measure_model, plan_paths
+from .measure import WEIGHTS, ModelRun, Timing, graph_for, known_best_ms, measure_model, plan_paths
 from .runtime import usable_threads
 
 __all__ = ["deploy", "DeployResult", "candidate_models", "CANDIDATE_SLACK", "DEFAULT_BACKENDS", "ALL_PRECISIONS"]
@@ -71,6 +71,7 @@ def _check_args(a: Dict[str, Any]) -> Dict[str, Any]:
                                            "calibration is never deployed")
     if a["models"] is not None and a["all_models"]:
         raise argument_error("models", "models and all_models exclude each other")
+    a["weights"] = one_of(a["weights"], WEIGHTS, "weights")
     _check_out(a["out"])
     return a
 
@@ -93,13 +94,17 @@ def _device(device: Optional[str]) -> str:
 
 def candidate_models(models: Any, all_models: bool, device: str, budget: float,
                 batch: int) -> Tuple[List[str], List[MeasuredPath]]:
-    """(hub names to measure, rows for the models left out by their known figure on ``device``)."""
+    """(hub names and model folders to measure, rows for the hub models left out by their known
+    figure on ``device``). ``models`` may name model folders (``local-dir:DIR``, ``hf-hub:ORG/NAME``,
+    a directory): fine-tuned models, measured whatever the figures."""
+    from ..hub import folder_location
     from ..registry import get_registry
 
     reg = get_registry()
     if models is not None:
         items = models.split(",") if isinstance(models, str) else list(models)
-        names = list(dict.fromkeys(reg.resolve_model(n.strip()) for n in items if n.strip()))
+        names = list(dict.fromkeys(folder_location(n.strip()) or reg.resolve_model(n.strip())
+                                   for n in items if n.strip()))
         if not names:
             raise argument_error("models", "models names no model")
         return names, []
@@ -120,6 +125,7 @@ def _measure_all(names: Sequence[str], a: Dict[str, Any], timing: Timing, progre
     a failed row for each of that model's paths, not the end of the deploy."""
     from ..export.onnx import ExportError
     from ..export.quantize import QuantizationError
+    from ..weights import DownloadError, WeightsNotCachedError
 
     plan, skipped = plan_paths(a["backends"], a["precisions"], a["calib_dir"])
     steps = names
@@ -131,11 +137,19 @@ def _measure_all(names: Sequence[str], a: Dict[str, Any], timing: Timing, progre
     for n in steps:
         try:
             runs.append(measure_model(n, plan, skipped, a["batch_size"], a["resolution"], a["threads"], timing,
-                                      a["calib_dir"], a["calib_size"], a["val_dir"]))
+                                      a["calib_dir"], a["calib_size"], a["val_dir"], a["weights"]))
+        except (WeightsNotCachedError, DownloadError) as e:  # its latency alone would deploy nothing usable
+            why = f"{type(e).__name__}: {str(e).splitlines()[0]}"[:240] + " (weights='random' deploys for latency only)"
+            runs.append(_failed_run(n, plan, why))
         except (ExportError, QuantizationError) as e:
-            rows = [MeasuredPath(n, b, p, status="failed", reason=f"{type(e).__name__}: {e}"[:300]) for b, p in plan]
-            runs.append(ModelRun(model=n, paths=rows, input_shape=(), spec_sha256=None, preprocessing={}))
+            runs.append(_failed_run(n, plan, f"{type(e).__name__}: {e}"[:300]))
     return runs
+
+
+def _failed_run(name: str, plan: Sequence[Tuple[str, str]], reason: str) -> ModelRun:
+    """A candidate that could not be measured: a failed row saying why for each of its paths."""
+    rows = [MeasuredPath(name, b, p, status="failed", reason=reason) for b, p in plan]
+    return ModelRun(model=name, paths=rows, input_shape=(), spec_sha256=None, preprocessing={})
 
 
 def _save_tiers(runs: Sequence[ModelRun], device: str, timing: Timing, threads: int) -> List[Tuple[str, str]]:
@@ -147,6 +161,8 @@ def _save_tiers(runs: Sequence[ModelRun], device: str, timing: Timing, threads: 
     date = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     by_backend: Dict[str, list] = {}
     for mr in runs:
+        if mr.weights.get("source") == "folder":  # tiers are the hub's: a folder is not a hub name
+            continue
         for (backend, precision), times in mr.times_ms.items():
             s = summarize(times)
             by_backend.setdefault(backend, []).append(BenchmarkResult(
@@ -184,10 +200,18 @@ def _info(mr: ModelRun, p: MeasuredPath, a: Dict[str, Any], device: str, timing:
             "input_shape": list(mr.input_shape), "threads": a["threads"], "runtime": fp.get("libraries", {}),
             "device": device, "fingerprint": fp, "p50_ms": p.p50_ms, "p90_ms": p.p90_ms,
             "max_latency_ms": float(a["max_latency_ms"]), "load_average": p.load_average,
-            "timing": dataclasses.asdict(timing), "registry_top1": p.registry_top1,
+            "timing": dataclasses.asdict(timing), "registry_top1": p.registry_top1, "weights": mr.weights,
             "calibration": mr.calibration if p.precision == "int8" else None,
             "accuracy": _accuracy(p, a["val_dir"]), "preprocessing": mr.preprocessing,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "candidates": [q.to_dict() for q in paths]}
+
+
+def _weights_line(w: Dict[str, Any]) -> str:
+    if w.get("source") == "folder":
+        return f"Weights: the model folder `{w['location']}`."
+    if w.get("source") == "pretrained":
+        return f"Weights: published, `{w['variant']}` ({w['file']}, sha256 {w['sha256']}; license {w['license']})."
+    return "Weights: **random initialisation** (`weights='random'`): this artifact's latency holds, its outputs do not."
 
 
 def _readme(info: Dict[str, Any], paths: Sequence[MeasuredPath]) -> str:
@@ -199,7 +223,8 @@ def _readme(info: Dict[str, Any], paths: Sequence[MeasuredPath]) -> str:
              f"**{info['backend']} {info['precision']}**, p50 {info['p50_ms']:.2f} ms, p90 {info['p90_ms']:.2f} ms "
              f"(load average {info['load_average']}).", "",
              f"Input {'x'.join(map(str, info['input_shape'][1:]))}, {pre.get('interpolation')} resize, crop_pct "
-             f"{pre.get('crop_pct')}, mean {pre.get('mean')}, std {pre.get('std')}.", ""]
+             f"{pre.get('crop_pct')}, mean {pre.get('mean')}, std {pre.get('std')}.", "",
+             _weights_line(info["weights"]), ""]
     if acc:
         lines += [f"Top-1 on {acc['val_images']} images of {acc['val_dir']}: {acc['top1']:.2f}% "
                   f"(PyTorch fp32 {acc['top1_fp32']:.2f}%).", ""]
@@ -225,14 +250,18 @@ def deploy(max_latency_ms: float, out: str, *, device: Optional[str] = None, mod
            all_models: bool = False, backends: Any = None, precisions: Any = None, calib_dir: Optional[str] = None,
            val_dir: Optional[str] = None, max_drop: float = 1.0, calib_size: int = 300, batch_size: int = 1,
            resolution: Optional[int] = None, threads: Optional[int] = None, timing: Optional[Timing] = None,
-           progress: bool = False) -> DeployResult:
+           weights: str = "pretrained", progress: bool = False) -> DeployResult:
     """Measure the hub models that could fit ``max_latency_ms`` on this machine on every backend x
     precision it runs, save each result as a tier of ``device``, choose (:func:`~gpunet.deploy.choose.choose`)
     and write the verified artifact folder ``out`` (atomically; nothing on :class:`NoFitError`).
 
     Args:
-        models: hub names (list or comma-separated); default: every hub model whose best known
-            figure on ``device`` is at most :data:`CANDIDATE_SLACK` x the budget (or has none).
+        models: hub names or model folders (``local-dir:DIR``, ``hf-hub:ORG/NAME``: fine-tuned models;
+            list or comma-separated); default: every hub model whose best known figure on ``device``
+            is at most :data:`CANDIDATE_SLACK` x the budget (or has none).
+        weights: ``pretrained`` (default: each hub model's published weights, fetched once and
+            verified; a model whose weights cannot be had is a failed row saying why) or ``random``
+            (latency only); a folder always carries its own (:func:`~gpunet.deploy.measure.candidate_model`).
         all_models: measure every hub model, whatever its known figures.
         backends / precisions: subsets of :data:`DEFAULT_BACKENDS` / :data:`ALL_PRECISIONS`; what this
             machine cannot run becomes a table row saying why.
