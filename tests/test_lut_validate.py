@@ -324,7 +324,7 @@ def test_networks_are_measured_in_passes_and_keep_their_median(tmp_path):
                      measure_network=jittery, progress=False)
 
 
-def test_a_repeat_reports_how_far_each_network_moved(tmp_path, capsys):
+def test_a_repeat_reports_how_far_each_network_moved(tmp_path):
     """Validating the same networks again reports now / then - 1 per network measured before (the
     machine's repeatability); a first run has none, and networks of another seed are not matched."""
     space = _tiny()
