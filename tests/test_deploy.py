@@ -50,6 +50,18 @@ def test_ties_in_accuracy_go_to_the_faster_model():
     assert choose(paths, 10).chosen.model == "b"
 
 
+def test_models_the_registry_does_not_know_rank_by_their_measured_top1():
+    """Fine-tuned folders have no registry top-1: the PyTorch fp32 top-1 measured on --val-dir ranks
+    them (the slower, more accurate one wins when both fit); a registry figure still comes first."""
+    slow_good = path("local-dir:a", "onnxruntime", "fp32", 6.0, None, top1_fp32=91.0, top1=91.0)
+    fast_worse = path("local-dir:b", "onnxruntime", "fp32", 3.0, None, top1_fp32=84.0, top1=84.0)
+    d = choose([fast_worse, slow_good], 10)
+    assert d.chosen.model == "local-dir:a" and "ranks higher (top-1 91% vs 84%)" in fast_worse.reason
+    assert choose([fast_worse, slow_good], 5).chosen.model == "local-dir:b"  # only it fits
+    unknown = path("local-dir:c", "onnxruntime", "fp32", 2.0, None)  # no --val-dir: ranked last, ties by speed
+    assert choose([unknown, slow_good], 10).chosen.model == "local-dir:a"
+
+
 def test_unverified_and_unmeasured_paths_are_never_chosen():
     paths = [path("big", "openvino", "fp16", 2.0, 80.0, verified=False),
              MeasuredPath("big", "openvino", "bf16", registry_top1=80.0, status="skipped", reason="not native"),

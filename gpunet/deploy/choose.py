@@ -2,8 +2,9 @@
 
 A *path* is one model on one backend at one precision, with what was measured for it. The
 choice is the most accurate model (registry top-1; a proxy training's top-1 ranks after full
-trainings, as in :func:`gpunet.query`) whose fastest *verified* path fits the budget (p50 at the
-deploy batch), ties by latency. A non-INT8 path is verified when its output
+trainings, as in :func:`gpunet.query`; a model the registry has no top-1 for, such as a fine-tuned
+folder, by its PyTorch fp32 top-1 measured on ``--val-dir``: :func:`rank_top1`) whose fastest
+*verified* path fits the budget (p50 at the deploy batch), ties by latency. A non-INT8 path is verified when its output
 matched PyTorch within the precision's tolerance; an INT8 path only when it was calibrated on
 images, its top-1 was measured within ``max_drop`` of fp32, and it is at least
 :data:`INT8_MIN_SPEEDUP` x faster than the model's best non-INT8 path. Every path that was not
@@ -19,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from .._checks import argument_error, non_negative, positive
 from ..errors import GPUNetError
 
-__all__ = ["MeasuredPath", "Decision", "NoFitError", "choose", "INT8_MIN_SPEEDUP"]
+__all__ = ["MeasuredPath", "Decision", "NoFitError", "choose", "rank_top1", "INT8_MIN_SPEEDUP"]
 
 #: INT8 must beat the model's best non-INT8 path by this factor to be chosen (issue 23).
 INT8_MIN_SPEEDUP = 1.15
@@ -132,8 +133,15 @@ def _mark_eligible(paths: Sequence[MeasuredPath], max_drop: float, min_speedup: 
     return eligible
 
 
+def rank_top1(p: MeasuredPath) -> Optional[float]:
+    """The top-1 a path's model is ranked by: the registry's, else (a model it does not know, e.g. a
+    fine-tuned folder) its PyTorch fp32 top-1 measured on ``--val-dir``; None when neither is known."""
+    return p.registry_top1 if p.registry_top1 is not None else p.top1_fp32
+
+
 def _rank(p: MeasuredPath):
-    top1 = p.registry_top1 if p.registry_top1 is not None else -math.inf
+    top1 = rank_top1(p)
+    top1 = -math.inf if top1 is None else top1
     return (p.proxy_top1, -top1, p.p50_ms, p.precision == "int8", p.model, p.backend, p.precision)
 
 
@@ -166,8 +174,8 @@ def choose(paths: Sequence[MeasuredPath], max_latency_ms: float, max_drop: float
     chosen = min(fitting, key=_rank)
     for p in fitting:
         if p is not chosen:
-            p.reason = (f"fits, but {chosen.model} ranks higher (top-1 {_pct(chosen.registry_top1)} vs "
-                        f"{_pct(p.registry_top1)})" if p.model != chosen.model else p.reason)
+            p.reason = (f"fits, but {chosen.model} ranks higher (top-1 {_pct(rank_top1(chosen))} vs "
+                        f"{_pct(rank_top1(p))})" if p.model != chosen.model else p.reason)
     chosen.chosen, chosen.reason = True, "chosen"
     return Decision(chosen=chosen, max_latency_ms=budget, paths=paths)
 
