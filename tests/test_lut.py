@@ -1,6 +1,7 @@
 """Latency lookup table: real measurements, concurrent fills, bad files, vectorised estimates."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -455,8 +456,6 @@ def test_build_on_a_busy_machine_is_noted_in_the_table(tmp_path, monkeypatch):
 
 
 def test_build_refuses_a_precision_the_backend_cannot_run_before_creating_the_table(tmp_path):
-    import dataclasses
-
     bf16 = [dataclasses.replace(k, precision="bf16") for k in _tiny_keys()]
     tables = tmp_path / "tables"
     tables.mkdir()
@@ -493,8 +492,8 @@ def test_openvino_blocks_are_timed_by_their_own_nodes(tmp_path, capsys):
     assert {n.node_type for n in info} & EDGE_NODE_TYPES  # the edges exist and are left out
 
     path = str(tmp_path / "ov.db")
-    assert build_lut(path, _tiny_keys()[:2], "openvino", iters=5, warmup=1, threads=1, progress=False,
-                     block_timing="kernels")["measured"] == 2
+    assert build_lut(path, _tiny_keys()[:2], "openvino", iters=5, warmup=1, threads=1,  # kernels: the default
+                     progress=False)["measured"] == 2
     with LatencyTable(path, backend="openvino", fingerprint=device_fingerprint("openvino")) as t:
         assert t.block_timing() == "kernels" and t.resolve_block_timing() == "kernels"
         assert all(0 < r["min_ms"] <= r["median_ms"] for r in t.rows())
@@ -518,12 +517,22 @@ def test_block_timing_is_one_per_table_and_kept_on_merge(tmp_path):
     with pytest.raises(LUTDeviceMismatch, match="timed 'kernels'.*timed 'wall'"):
         old.merge(new)
     assert empty.merge(new) == 1 and empty.block_timing() == "kernels"
-    assert _ours(tmp_path / "ort.db").resolve_block_timing() == "wall"  # the default
+    assert _ours(tmp_path / "ort.db").resolve_block_timing() == "wall"  # the default, except on OpenVINO:
+    ov_fp = {**FAKE_FP, "id": "feedfacec0de", "backend": "openvino", "libraries": {"openvino": "0"}}
+    with LatencyTable(str(tmp_path / "ov.db"), backend="openvino", fingerprint=ov_fp, create=True) as ov:
+        assert ov.resolve_block_timing() == "kernels" and ov.get_meta("block_timing") == "kernels"
+    with LatencyTable(str(tmp_path / "ov_old.db"), backend="openvino", fingerprint=ov_fp, create=True) as ov:
+        ov.put(keys[0], {"median_ms": 1.0})  # an OpenVINO table filled before timings were recorded
+        assert ov.resolve_block_timing() == "wall"
+    with LatencyTable(str(tmp_path / "ov_int8.db"), backend="openvino", fingerprint=ov_fp, create=True) as ov:
+        assert ov.resolve_block_timing(precisions={"fp32", "int8"}) == "wall"  # NNCF graphs: wall clock
     with pytest.raises(ValueError, match="OpenVINO's per-node counters; this table is 'onnxruntime'"):
         _ours(tmp_path / "ort2.db").resolve_block_timing("kernels")
     with pytest.raises(ValueError, match="must be one of wall, kernels"):
         empty.resolve_block_timing("cpu")
     with pytest.raises(ValueError, match="OpenVINO's per-node counters"):
         measure_block(keys[0], "onnxruntime", timing="kernels")
+    with pytest.raises(ValueError, match="INT8 OpenVINO blocks .* are timed 'wall'"):
+        measure_block(dataclasses.replace(keys[0], precision="int8"), "openvino", timing="kernels")
     for t in (old, new, empty):
         t.close()

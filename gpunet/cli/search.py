@@ -96,9 +96,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="precision blocks and networks run in: fp32 (default), bf16 / fp16 (openvino, tensorrt), "
                         "int8 (onnxruntime, openvino, tensorrt; NNCF on random inputs, speed only)")
     p.add_argument("--block-timing", choices=("wall", "kernels"),
-                   help="how blocks are timed, fixed per table: wall (default: each block alone, host wall clock) or "
-                        "kernels (openvino: its per-node counters, the block's edge reorders and the infer call "
-                        "left out)")
+                   help="how blocks are timed, fixed per table: wall (each block alone, host wall clock; the "
+                        "default except on openvino) or kernels (openvino's per-node counters, the block's edge "
+                        "reorders and the infer call left out; the default on openvino)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -41,6 +41,9 @@ def kernel_times(model: nn.Module, input_shape: Sequence[int], precision: str, t
     from ..export.onnx import export_onnx_proto
     from ..export.openvino import compile_openvino
 
+    if precision == "int8":
+        raise ValueError("block timing 'kernels' covers fp32 / bf16 / fp16 blocks; INT8 OpenVINO blocks (NNCF "
+                         "graphs) are timed 'wall': use a table with block timing 'wall' for them")
     proto = export_onnx_proto(model.eval(), tuple(input_shape))
     compiled = compile_openvino(proto, precision, threads, perf_count=True)
     request = compiled.create_infer_request()

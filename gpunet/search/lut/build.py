@@ -46,9 +46,10 @@ def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50
 
     ``threads`` (CPU backends) is fixed when the table is created; later builds reuse it and
     refuse another value, since block latencies at different thread counts do not add up. So is
-    ``block_timing`` (:meth:`LatencyTable.resolve_block_timing`): ``wall`` (default: each block
-    run alone, host wall clock) or, on OpenVINO, ``kernels`` (its per-node counters, the block's
-    edge nodes and the infer call left out).
+    ``block_timing`` (:meth:`LatencyTable.resolve_block_timing`): ``wall`` (each block run alone,
+    host wall clock) or, on OpenVINO, ``kernels`` (its per-node counters, the block's edge nodes
+    and the infer call left out); a new table takes :func:`~gpunet.search.lut.table.default_block_timing`
+    (``kernels`` on OpenVINO but for INT8 blocks, else ``wall``).
     """
     keys = list(keys)
     if measure is None:  # refuse what the backend cannot run before a table file is created
@@ -68,7 +69,7 @@ def build_lut(path: str, keys: Iterable[BlockKey], backend: str, iters: int = 50
         threads = table.resolve_threads(threads)
         if measure is None:
             measure = functools.partial(measure_block, backend=backend, iters=iters, warmup=warmup, threads=threads,
-                                        timing=table.resolve_block_timing(block_timing))
+                                        timing=table.resolve_block_timing(block_timing, {k.precision for k in keys}))
         loads = [load_average()]
         counts = table.fill(keys, measure, progress=progress, fingerprint=fingerprint, refresh=refresh)
         loads.append(load_average())

@@ -39,7 +39,7 @@ from ...errors import GPUNetError
 from ...spec import ACTIVATIONS, LAYER_KINDS
 from .codes import BlockKey
 
-__all__ = ["LatencyTable", "LUTError", "LUTDeviceMismatch", "LUT_FORMAT", "STATISTICS", "BLOCK_TIMINGS"]
+__all__ = ["LatencyTable", "LUTError", "LUTDeviceMismatch", "LUT_FORMAT", "STATISTICS", "BLOCK_TIMINGS", "default_block_timing"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,14 @@ CREATE TABLE IF NOT EXISTS claims (
 #: or ``kernels`` (OpenVINO's per-node performance counters, the block's edge nodes and the infer
 #: call left out: :mod:`gpunet.latency.ovkernels`). One table holds one kind: they do not add up alike.
 BLOCK_TIMINGS = ("wall", "kernels")
+
+
+def default_block_timing(backend: str, precisions: Iterable[str] = ()) -> str:
+    """A new table's block timing: ``kernels`` on OpenVINO (its wall-clock sums pay each block's
+    edge reorders and infer call; held out, kernels put 95-100 % of networks within +-10 %, wall
+    85 %: docs/results/latency-table.md) unless its blocks are INT8 (``precisions``; NNCF's graphs
+    are timed ``wall``), ``wall`` on every other backend."""
+    return "kernels" if backend == "openvino" and "int8" not in set(precisions) else "wall"
 
 #: what a block's latency is read as: the median of its timed runs (default), or the minimum,
 #: which is steadier on a shared, busy CPU (other processes only ever add time).
@@ -284,9 +292,10 @@ class LatencyTable:
         not yet given one. A table filled before timings were recorded was timed ``wall``."""
         return self.get_meta("block_timing") or ("wall" if len(self) else None)
 
-    def resolve_block_timing(self, timing: Optional[str] = None) -> str:
+    def resolve_block_timing(self, timing: Optional[str] = None, precisions: Iterable[str] = ()) -> str:
         """The block timing measurements use: the table's, set on first use (``timing``, default
-        ``wall``); asking for another than the table's raises :class:`LUTDeviceMismatch`."""
+        :func:`default_block_timing` of the backend and the ``precisions`` of the blocks to measure);
+        asking for another than the table's raises :class:`LUTDeviceMismatch`."""
         if timing is not None and timing not in BLOCK_TIMINGS:
             raise ValueError(f"block timing must be one of {', '.join(BLOCK_TIMINGS)}, got {timing!r}")
         if timing == "kernels" and self.backend != "openvino":
@@ -295,7 +304,7 @@ class LatencyTable:
         if self.get_meta("block_timing") is None:
             with self._transaction():
                 self._conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('block_timing', ?)",
-                                   (have or timing or "wall",))
+                                   (have or timing or default_block_timing(self.backend, precisions),))
             have = self.get_meta("block_timing")
         if timing is not None and timing != have:
             raise LUTDeviceMismatch(f"latency table {self.path} times its blocks {have!r}; refusing blocks timed "
