@@ -77,9 +77,10 @@ BLOCK_TIMINGS = ("wall", "kernels")
 def default_block_timing(backend: str, precisions: Iterable[str] = ()) -> str:
     """A new table's block timing: ``kernels`` on OpenVINO (its wall-clock sums pay each block's
     edge reorders and infer call; held out, kernels put 95-100 % of networks within +-10 %, wall
-    85 %: docs/results/latency-table.md) unless its blocks are INT8 (``precisions``; NNCF's graphs
+    80-85 %: docs/results/latency-table.md) unless its blocks are INT8 (``precisions``; NNCF's graphs
     are timed ``wall``), ``wall`` on every other backend."""
     return "kernels" if backend == "openvino" and "int8" not in set(precisions) else "wall"
+
 
 #: what a block's latency is read as: the median of its timed runs (default), or the minimum,
 #: which is steadier on a shared, busy CPU (other processes only ever add time).
