@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gpunet.deploy import INT8_MIN_SPEEDUP, ArtifactError, MeasuredPath, NoFitError, choose
+from gpunet.deploy import (INT8_MIN_SPEEDUP, RANK_REGISTRY, RANK_VAL_DIR, ArtifactError, MeasuredPath, NoFitError,
+                           choose)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train import make_digits  # noqa: E402
@@ -56,10 +58,30 @@ def test_models_the_registry_does_not_know_rank_by_their_measured_top1():
     slow_good = path("local-dir:a", "onnxruntime", "fp32", 6.0, None, top1_fp32=91.0, top1=91.0)
     fast_worse = path("local-dir:b", "onnxruntime", "fp32", 3.0, None, top1_fp32=84.0, top1=84.0)
     d = choose([fast_worse, slow_good], 10)
-    assert d.chosen.model == "local-dir:a" and "ranks higher (top-1 91% vs 84%)" in fast_worse.reason
+    assert d.chosen.model == "local-dir:a" and "ranks higher (fp32 top-1 on val_dir 91% vs 84%)" in fast_worse.reason
+    assert d.ranked_by == RANK_VAL_DIR and d.to_dict()["ranked_by"] == RANK_VAL_DIR
     assert choose([fast_worse, slow_good], 5).chosen.model == "local-dir:b"  # only it fits
     unknown = path("local-dir:c", "onnxruntime", "fp32", 2.0, None)  # no --val-dir: ranked last, ties by speed
     assert choose([unknown, slow_good], 10).chosen.model == "local-dir:a"
+
+
+def test_hub_models_next_to_folders_rank_on_the_val_dir_like_the_folders():
+    """A registry figure (ImageNet) and a folder's (the user's images) do not compare: with a folder
+    among the fitting models, every model ranks by its fp32 top-1 on --val-dir; hub models alone keep
+    the registry's figure (50,000 images), whatever a small val_dir says."""
+    hub = path("gpunet-1", "onnxruntime", "fp32", 3.0, 80.5, top1_fp32=61.0, top1=61.0)
+    folder = path("local-dir:ft", "onnxruntime", "fp32", 6.0, None, top1_fp32=88.0, top1=88.0)
+    d = choose([hub, folder], 10)
+    assert (d.chosen.model, d.ranked_by) == ("local-dir:ft", RANK_VAL_DIR)
+    assert "ranks higher (fp32 top-1 on val_dir 88% vs 61%)" in hub.reason
+    other = path("gpunet-0", "onnxruntime", "fp32", 2.0, 78.9, top1_fp32=64.5, top1=64.5)
+    d = choose([hub, other], 10)
+    assert (d.chosen.model, d.ranked_by) == ("gpunet-1", RANK_REGISTRY)
+    assert "ranks higher (registry top-1 80.5% vs 78.9%)" in other.reason
+    proxy = path("winner", "onnxruntime", "fp32", 2.0, 90.0, top1_fp32=70.0, top1=70.0, proxy_top1=True)
+    assert choose([proxy, hub], 10).chosen.model == "gpunet-1"  # a proxy figure ranks after a full training's
+    assert choose([proxy, hub, folder], 10).chosen.model == "local-dir:ft"  # same images: no proxy penalty
+    assert choose([proxy, hub, replace(folder, top1_fp32=65.0)], 10).chosen.model == "winner"
 
 
 def test_unverified_and_unmeasured_paths_are_never_chosen():
@@ -172,6 +194,7 @@ def test_deploy_writes_the_folder_and_the_json_decision(deployed):
     assert info["p50_ms"] <= info["max_latency_ms"] and info["p90_ms"] >= info["p50_ms"]
     assert info["runtime"]["onnxruntime"] and info["fingerprint"]["id"]
     assert info["weights"]["source"] == "random"
+    assert info["ranked_by"] == doc["decision"]["ranked_by"] == RANK_REGISTRY  # a hub model only
     assert info["preprocessing"]["input_size"] == [3, RES, RES] and info["preprocessing"]["interpolation"]
     assert info["accuracy"]["val_images"] == 30 and info["accuracy"]["top1_fp32"] is not None
     import hashlib
@@ -183,7 +206,7 @@ def test_deploy_writes_the_folder_and_the_json_decision(deployed):
     assert q["calibration"] == "images" and q["top1"] is not None and q["p50_ms"] > 0
     assert q["chosen"] or q["reason"]  # INT8 either won its gate or the table says why not
     readme = (out / "README.md").read_text()
-    assert "Weights: **random initialisation**" in readme
+    assert "Weights: **random initialisation**" in readme and f"ranked by {RANK_REGISTRY}." in readme
     assert "| gpunet-0 | onnxruntime | int8 |" in readme and "| gpunet-0 | onnxruntime | fp32 |" in readme
     tiers = registry["latency"][doc["device"]]["gpunet-0"]
     assert {t["precision"] for t in tiers} == {"fp32", "int8"} and all(t["kind"] == "measured" for t in tiers)

@@ -303,7 +303,7 @@ def cmd_deploy(args) -> int:
           f"{info['batch_size']}, load average {chosen.load_average}")
     print(_deploy_table(result.decision.paths))
     print(f"chosen: {chosen.model} on {chosen.backend} {chosen.precision}, p50 {chosen.p50_ms:.2f} ms "
-          f"(budget {args.max_latency_ms:g} ms)")
+          f"(budget {args.max_latency_ms:g} ms; ranked by {result.decision.ranked_by})")
     print(f"wrote {result.out}; load it with gpunet.load_deployed({args.out!r})")
     if result.saved:
         device, registry = result.saved[0]

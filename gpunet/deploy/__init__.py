@@ -10,10 +10,10 @@ format and writer, :mod:`.load` the reader, :mod:`.pipeline` the steps in order.
 from __future__ import annotations
 
 from .artifact import ArtifactError
-from .choose import INT8_MIN_SPEEDUP, Decision, MeasuredPath, NoFitError, choose
+from .choose import INT8_MIN_SPEEDUP, RANK_REGISTRY, RANK_VAL_DIR, Decision, MeasuredPath, NoFitError, choose
 from .load import DeployedModel, load_deployed
 from .measure import Timing
 from .pipeline import DeployResult, deploy
 
 __all__ = ["deploy", "DeployResult", "load_deployed", "DeployedModel", "choose", "Decision", "MeasuredPath",
-           "NoFitError", "ArtifactError", "Timing", "INT8_MIN_SPEEDUP"]
+           "NoFitError", "ArtifactError", "Timing", "INT8_MIN_SPEEDUP", "RANK_REGISTRY", "RANK_VAL_DIR"]

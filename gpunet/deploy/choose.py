@@ -1,10 +1,12 @@
 """The deploy decision: a pure function over measured paths (no timing, no clock, no machine).
 
 A *path* is one model on one backend at one precision, with what was measured for it. The
-choice is the most accurate model (registry top-1; a proxy training's top-1 ranks after full
-trainings, as in :func:`gpunet.query`; a model the registry has no top-1 for, such as a fine-tuned
-folder, by its PyTorch fp32 top-1 measured on ``--val-dir``: :func:`rank_top1`) whose fastest
-*verified* path fits the budget (p50 at the deploy batch), ties by latency. A non-INT8 path is verified when its output
+choice is the most accurate model whose fastest *verified* path fits the budget (p50 at the deploy
+batch), ties by latency. The fitting models are compared on one yardstick (:func:`ranking`): their
+registry top-1 when every one has it (a proxy training's top-1 ranks after full trainings, as in
+:func:`gpunet.query`); else, when every one was measured on ``val_dir``, their PyTorch fp32 top-1
+there (fine-tuned folders, or folders next to hub models: a registry figure on ImageNet and a
+folder's on the user's images do not compare). A non-INT8 path is verified when its output
 matched PyTorch within the precision's tolerance; an INT8 path only when it was calibrated on
 images, its top-1 was measured within ``max_drop`` of fp32, and it is at least
 :data:`INT8_MIN_SPEEDUP` x faster than the model's best non-INT8 path. Every path that was not
@@ -20,10 +22,15 @@ from typing import Any, Dict, List, Optional, Sequence
 from .._checks import argument_error, non_negative, positive
 from ..errors import GPUNetError
 
-__all__ = ["MeasuredPath", "Decision", "NoFitError", "choose", "rank_top1", "INT8_MIN_SPEEDUP"]
+__all__ = ["MeasuredPath", "Decision", "NoFitError", "choose", "ranking", "rank_top1", "INT8_MIN_SPEEDUP",
+           "RANK_REGISTRY", "RANK_VAL_DIR"]
 
 #: INT8 must beat the model's best non-INT8 path by this factor to be chosen (issue 23).
 INT8_MIN_SPEEDUP = 1.15
+
+#: The yardsticks models are ranked on (``Decision.ranked_by``).
+RANK_REGISTRY = "registry top-1"
+RANK_VAL_DIR = "fp32 top-1 on val_dir"
 
 
 class NoFitError(GPUNetError, ValueError):
@@ -86,15 +93,17 @@ class MeasuredPath:
 
 @dataclass
 class Decision:
-    """The chosen path (``None`` never: no fit raises), the budget, and every path with its reason."""
+    """The chosen path (``None`` never: no fit raises), the budget, every path with its reason, and
+    the yardstick the fitting models were ranked on (:data:`RANK_REGISTRY` or :data:`RANK_VAL_DIR`)."""
 
     chosen: MeasuredPath
     max_latency_ms: float
     paths: List[MeasuredPath]
+    ranked_by: str = RANK_REGISTRY
 
     def to_dict(self) -> Dict[str, Any]:
         return {"chosen": self.chosen.to_dict(), "max_latency_ms": self.max_latency_ms,
-                "paths": [p.to_dict() for p in self.paths]}
+                "ranked_by": self.ranked_by, "paths": [p.to_dict() for p in self.paths]}
 
 
 def _int8_reason(p: MeasuredPath, best_other: Optional[float], max_drop: float, min_speedup: float) -> str:
@@ -133,16 +142,31 @@ def _mark_eligible(paths: Sequence[MeasuredPath], max_drop: float, min_speedup: 
     return eligible
 
 
-def rank_top1(p: MeasuredPath) -> Optional[float]:
-    """The top-1 a path's model is ranked by: the registry's, else (a model it does not know, e.g. a
-    fine-tuned folder) its PyTorch fp32 top-1 measured on ``--val-dir``; None when neither is known."""
+def ranking(paths: Sequence[MeasuredPath]) -> str:
+    """The yardstick ``paths`` (the fitting ones) are compared on: :data:`RANK_REGISTRY` when every
+    model has a registry top-1 (ImageNet's 50,000 images: the most precise figure); else
+    :data:`RANK_VAL_DIR` when every one was measured on ``val_dir``; else :data:`RANK_REGISTRY`, a
+    model without a registry figure by its ``val_dir`` one, a model with neither ranked last."""
+    if all(p.registry_top1 is not None for p in paths):
+        return RANK_REGISTRY
+    return RANK_VAL_DIR if all(p.top1_fp32 is not None for p in paths) else RANK_REGISTRY
+
+
+def rank_top1(p: MeasuredPath, by: str = RANK_REGISTRY) -> Optional[float]:
+    """The top-1 path ``p``'s model is ranked by on yardstick ``by`` (see :func:`ranking`); None
+    when it has none there."""
+    if by not in (RANK_REGISTRY, RANK_VAL_DIR):
+        raise argument_error("by", f"by must be {RANK_REGISTRY!r} or {RANK_VAL_DIR!r}, got {by!r}")
+    if by == RANK_VAL_DIR:
+        return p.top1_fp32
     return p.registry_top1 if p.registry_top1 is not None else p.top1_fp32
 
 
-def _rank(p: MeasuredPath):
-    top1 = rank_top1(p)
+def _rank(p: MeasuredPath, by: str):
+    top1 = rank_top1(p, by)
     top1 = -math.inf if top1 is None else top1
-    return (p.proxy_top1, -top1, p.p50_ms, p.precision == "int8", p.model, p.backend, p.precision)
+    proxy = p.proxy_top1 and by == RANK_REGISTRY  # measured on the same images, a proxy figure is no worse
+    return (proxy, -top1, p.p50_ms, p.precision == "int8", p.model, p.backend, p.precision)
 
 
 def choose(paths: Sequence[MeasuredPath], max_latency_ms: float, max_drop: float = 1.0,
@@ -171,17 +195,18 @@ def choose(paths: Sequence[MeasuredPath], max_latency_ms: float, max_drop: float
             p.reason = f"p50 {p.p50_ms:.2f} ms > budget {budget:g} ms"
     if not fitting:
         raise _no_fit(paths, eligible, budget)
-    chosen = min(fitting, key=_rank)
+    by = ranking(fitting)
+    chosen = min(fitting, key=lambda p: _rank(p, by))
     for p in fitting:
         if p is not chosen:
-            p.reason = (f"fits, but {chosen.model} ranks higher (top-1 {_pct(rank_top1(chosen))} vs "
-                        f"{_pct(rank_top1(p))})" if p.model != chosen.model else p.reason)
+            p.reason = (f"fits, but {chosen.model} ranks higher ({by} {_pct(rank_top1(chosen, by))} vs "
+                        f"{_pct(rank_top1(p, by))})" if p.model != chosen.model else p.reason)
     chosen.chosen, chosen.reason = True, "chosen"
-    return Decision(chosen=chosen, max_latency_ms=budget, paths=paths)
+    return Decision(chosen=chosen, max_latency_ms=budget, paths=paths, ranked_by=by)
 
 
 def _pct(x: Optional[float]) -> str:
-    return "unknown" if x is None else f"{x:g}%"
+    return "unknown" if x is None else f"{round(x, 2):g}%"
 
 
 def _no_fit(paths: Sequence[MeasuredPath], eligible: Sequence[MeasuredPath], budget: float) -> NoFitError:

@@ -225,6 +225,8 @@ def _readme(info: Dict[str, Any], paths: Sequence[MeasuredPath]) -> str:
              f"Input {'x'.join(map(str, info['input_shape'][1:]))}, {pre.get('interpolation')} resize, crop_pct "
              f"{pre.get('crop_pct')}, mean {pre.get('mean')}, std {pre.get('std')}.", "",
              _weights_line(info["weights"]), ""]
+    if info.get("ranked_by"):
+        lines += [f"Models that fit were ranked by {info['ranked_by']}.", ""]
     if acc:
         lines += [f"Top-1 on {acc['val_images']} images of {acc['val_dir']}: {acc['top1']:.2f}% "
                   f"(PyTorch fp32 {acc['top1_fp32']:.2f}%).", ""]
@@ -288,7 +290,7 @@ def deploy(max_latency_ms: float, out: str, *, device: Optional[str] = None, mod
         raise
     p = decision.chosen
     mr = next(r for r in runs if r.model == p.model)
-    info = _info(mr, p, a, dev, timing, paths)
+    info = dict(_info(mr, p, a, dev, timing, paths), ranked_by=decision.ranked_by)
     x = torch.randn(*mr.input_shape, generator=torch.Generator().manual_seed(0)).numpy()
     info = write_folder(out, p, graph_for(mr, p.backend, p.precision), x, mr.reference, info, _readme(info, paths),
                         a["threads"])
