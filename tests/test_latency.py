@@ -79,8 +79,29 @@ def test_benchmark_times_a_given_onnx_graph_without_exporting(monkeypatch):
         benchmark(_net(), backend="onnxruntime", input_shape=(3, 64, 64), onnx_graph=graph)
     with pytest.raises(ValueError, match="onnx_graph applies to the onnxruntime and openvino backends"):
         benchmark(_net(), backend="torch", input_shape=(3, 32, 32), onnx_graph=graph)
+    with pytest.raises(ValueError, match="onnx_graph at precision 'int8' must be the quantized"):
+        benchmark(_net(), backend="onnxruntime", precision="int8", input_shape=(3, 32, 32), onnx_graph=graph)
+    with pytest.raises(ValueError, match="calib_data and onnx_graph exclude each other"):
+        benchmark(_net(), backend="onnxruntime", precision="int8", input_shape=(3, 32, 32), onnx_graph=graph,
+                  calib_data=torch.zeros(2, 3, 32, 32))
     with pytest.raises(AssertionError, match="exported again"):  # without a graph it does export
         benchmark(_net(), backend="onnxruntime", input_shape=(3, 32, 32), iters=1, threads=1)
+
+
+def test_benchmark_times_a_given_int8_graph_without_quantizing_again(monkeypatch):
+    """A QDQ graph made once (NNCF takes seconds) is timed as given at int8, and the result says
+    its calibration came with the graph."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("nncf")
+    import gpunet.export.quantize as quantize
+    from gpunet.latency.bench import GIVEN_GRAPH_CALIBRATION
+
+    graph, _ = quantize.int8_graph(_net(), (1, 3, 32, 32))
+    monkeypatch.setattr(quantize, "int8_graph", lambda *a, **k: (_ for _ in ()).throw(AssertionError("again")))
+    r = benchmark(_net(), backend="onnxruntime", precision="int8", input_shape=(3, 32, 32), warmup=1, iters=3,
+                  threads=1, onnx_graph=graph)
+    _check_stats(r, 3)
+    assert r.calibration == GIVEN_GRAPH_CALIBRATION and "INT8 QDQ" in r.timing
 
 
 def test_cache_share_probe_reads_its_own_bandwidth_curve():

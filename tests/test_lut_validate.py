@@ -289,6 +289,29 @@ def test_onnxruntime_validation_exports_each_network_once(tmp_path, monkeypatch)
         assert t.get_meta("calibration")["cache_share_mb"] == (None if report.busy else share)
 
 
+def test_an_int8_validation_quantizes_each_network_once(tmp_path, monkeypatch):
+    """At int8 each network's QDQ graph (NNCF, seconds) is made once and timed in a fresh ONNX
+    Runtime session every pass, as at fp32; the timings are of that graph, not a re-export."""
+    import gpunet.export.onnx as onnx_export
+    import gpunet.export.quantize as quantize
+    import gpunet.latency.bench as bench
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("nncf")
+    space = _tiny()
+    vectors = space.sample(4, seed=5)
+    _synthetic_lut(tmp_path / "q.db", space, vectors, precision="int8", backend="onnxruntime")
+    made, real = [], quantize.int8_graph
+    monkeypatch.setattr(quantize, "int8_graph", lambda *a, **k: made.append(a[1]) or real(*a, **k))
+    timed, real_runner = [], bench.make_runner
+    monkeypatch.setattr(bench, "make_runner", lambda *a, **k: timed.append(sum(
+        n.op_type == "QuantizeLinear" for n in k["proto"].graph.node)) or real_runner(*a, **k))
+    report = validate_lut(str(tmp_path / "q.db"), "onnxruntime", n=4, space=space, seed=5, build_missing=False,
+                          iters=2, warmup=1, threads=1, progress=False, passes=2, precision="int8")
+    assert made == [(1, 3, 32, 32)] * 4 and len(timed) == 8 and min(timed) > 0  # quantized graphs, 2 passes
+    assert report.precision == "int8" and all(m > 0 for m in report.measured_ms)
+
+
 def test_a_moved_cache_share_is_reported():
     from gpunet.latency.machine import cache_notes
 

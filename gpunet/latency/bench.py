@@ -28,12 +28,15 @@ from ..hub import resolve_model_input
 from .fingerprint import device_fingerprint, fingerprint_id
 
 __all__ = ["benchmark", "BenchmarkResult", "BACKENDS", "PRECISIONS", "make_result", "make_runner", "ort_callable",
-           "summarize", "usable_threads"]
+           "summarize", "usable_threads", "GIVEN_GRAPH_CALIBRATION"]
 
 #: backend -> precisions it can be asked for (subject to the hardware, checked at run time).
 PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "fp16", "int8"),
               "tensorrt": ("fp32", "fp16", "bf16", "int8")}
 BACKENDS = tuple(PRECISIONS)
+
+#: ``BenchmarkResult.calibration`` of an INT8 timing of a given, already quantized ``onnx_graph``
+GIVEN_GRAPH_CALIBRATION = "as calibrated in the given onnx_graph"
 
 
 @dataclass
@@ -237,11 +240,12 @@ def benchmark(model_or_name: Union[str, nn.Module], backend: str = "onnxruntime"
         calib_data / calib_size: ``int8`` only: calibration images (folder or tensors, see
             :func:`gpunet.quantize`); without them the graph is calibrated on random inputs,
             valid for speed only, which ``result.calibration`` says.
-        onnx_graph: ``onnxruntime`` / ``openvino`` at fp32 or bf16 only: the ONNX ``ModelProto``
-            of ``model`` at this input shape (e.g. from :func:`gpunet.export.onnx.export_onnx_proto`)
-            to time instead of exporting again. The export takes seconds and the timing a fraction
-            of one, so re-timing one network in fresh sessions (``gpunet lut validate``'s passes)
-            exports it once.
+        onnx_graph: ``onnxruntime`` / ``openvino`` only: the ONNX ``ModelProto`` of ``model`` at
+            this input shape (e.g. from :func:`gpunet.export.onnx.export_onnx_proto`; at ``int8``
+            its QDQ graph from :func:`gpunet.export.quantize.int8_graph`, already calibrated) to
+            time instead of exporting (and quantizing) again. The export takes seconds and the
+            timing a fraction of one, so re-timing one network in fresh sessions (``gpunet lut
+            validate``'s passes) exports it once.
     """
     _check_benchmark_args(backend, precision, warmup, iters, calib_data, onnx_graph)
     threads = _resolve_threads(threads, backend)
@@ -279,9 +283,15 @@ def _check_benchmark_args(backend: str, precision: str, warmup: Any, iters: Any,
     positive_int(iters, "iters")
     if calib_data is not None and precision != "int8":
         raise ValueError(f"calib_data applies to precision 'int8' only, not {precision!r}")
-    if onnx_graph is not None and (backend not in ("onnxruntime", "openvino") or precision == "int8"):
-        raise ValueError(f"onnx_graph applies to the onnxruntime and openvino backends at fp32 / bf16 only, "
-                         f"not {backend!r} at {precision!r}")
+    if onnx_graph is not None and backend not in ("onnxruntime", "openvino"):
+        raise ValueError(f"onnx_graph applies to the onnxruntime and openvino backends only, not {backend!r}")
+    if onnx_graph is not None and precision == "int8":
+        if calib_data is not None:
+            raise ValueError("calib_data and onnx_graph exclude each other at precision 'int8': the given graph "
+                             "is already calibrated")
+        if not any(n.op_type == "QuantizeLinear" for n in onnx_graph.graph.node):
+            raise ValueError("onnx_graph at precision 'int8' must be the quantized (QDQ) graph, e.g. from "
+                             "gpunet.export.quantize.int8_graph; this one has no QuantizeLinear node")
 
 
 def _check_graph_input(onnx_graph: Any, shape: Sequence[int]) -> None:
@@ -302,7 +312,9 @@ def _run_timed(model: nn.Module, shape: Sequence[int], name: str, backend: str, 
     try:
         if backend == "tensorrt":
             _tensorrt_half(precision, shape[0])  # install hint / option errors before export or calibration
-        if precision == "int8" and backend in ("onnxruntime", "openvino", "tensorrt"):
+        if precision == "int8" and proto is not None:
+            calibration = GIVEN_GRAPH_CALIBRATION
+        elif precision == "int8" and backend in ("onnxruntime", "openvino", "tensorrt"):
             from ..export.quantize import int8_graph
 
             positive_int(calib_size, "calib_size")

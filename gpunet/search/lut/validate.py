@@ -249,16 +249,19 @@ class _NetworkTimer:
         return result.min_ms if h.statistic == "min" else result.median_ms
 
     def _graph(self, spec, model, shape):
-        """The network's ONNX graph where the backend runs one (exported on first use), else None."""
-        if self.harness.backend not in ("onnxruntime", "openvino") or self.harness.precision == "int8":
+        """The network's ONNX graph where the backend runs one (exported on first use; at int8 its
+        QDQ graph, quantized once for all passes like the blocks' are), else None."""
+        if self.harness.backend not in ("onnxruntime", "openvino"):
             return None
         import onnx
 
         from ...export.onnx import export_onnx_proto
+        from ...export.quantize import int8_graph
 
         if id(spec) not in self._exported:
             path = os.path.join(self._folder, f"{len(self._exported)}.onnx")
-            onnx.save(export_onnx_proto(model, shape), path)
+            graph = int8_graph(model, shape)[0] if self.harness.precision == "int8" else export_onnx_proto(model, shape)
+            onnx.save(graph, path)
             self._exported[id(spec)] = path
         return onnx.load(self._exported[id(spec)])
 
