@@ -32,10 +32,10 @@ def cpu_graph(int8_proto):
 def openvino_callable(graph: Any, precision: str, threads: Optional[int]) -> Runner:
     """OpenVINO CPU infer request over a ``ModelProto``, an ``.onnx`` or an IR ``.xml`` file.
     ``precision`` ``int8``: the QDQ graph with the rest in bf16 where native, else fp32."""
-    from ..export.openvino import compile_openvino, openvino_precisions
+    from ..export.openvino import compile_openvino, int8_rest_precision
 
     if precision == "int8":
-        precision = "bf16" if "bf16" in openvino_precisions() else "fp32"
+        precision = int8_rest_precision()
     compiled = compile_openvino(os.fspath(graph) if isinstance(graph, (str, os.PathLike)) else graph,
                                 precision, threads)
     request = compiled.create_infer_request()

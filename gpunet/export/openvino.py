@@ -18,7 +18,7 @@ from .._io import atomic_path
 from ..hub import resolve_model_input
 from .onnx import ExportError, check_onnx, export_onnx_proto, max_errors, TOLERANCES
 
-__all__ = ["compile_openvino", "export_openvino", "openvino_precisions", "OPENVINO_PRECISIONS"]
+__all__ = ["compile_openvino", "export_openvino", "openvino_precisions", "int8_rest_precision", "OPENVINO_PRECISIONS"]
 
 #: our precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -38,6 +38,12 @@ def openvino_precisions(device: str = "CPU") -> List[str]:
     if "FP16" in caps:
         out.append("fp16")
     return out
+
+
+def int8_rest_precision(device: str = "CPU") -> str:
+    """The precision OpenVINO runs an INT8 (QDQ) graph's unquantized ops in: bf16 where ``device``
+    runs it natively, else fp32 (OpenVINO's own default)."""
+    return "bf16" if "bf16" in openvino_precisions(device) else "fp32"
 
 
 def compile_openvino(onnx_model: Union[str, os.PathLike, Any], precision: str = "fp32",

@@ -168,9 +168,9 @@ def make_runner(model: nn.Module, input_shape: Sequence[int], backend: str, prec
         what = f"INT8 QDQ, {unsigned} activation quantizers uint8 for the CPU" if unsigned else "INT8 QDQ"
         if backend == "onnxruntime":
             return _ort_runner(proto, x.numpy(), threads), f"host wall clock, ONNX Runtime CPU session.run, {what}"
-        from ..export.openvino import openvino_precisions
+        from ..export.openvino import int8_rest_precision
 
-        rest = "bf16" if "bf16" in openvino_precisions() else "fp32"  # OpenVINO's own default for unquantized ops
+        rest = int8_rest_precision()
         return (_openvino_runner(proto, x.numpy(), rest, threads),
                 f"host wall clock, OpenVINO CPU infer request, {what} ({rest} elsewhere)")
     if backend == "torch":

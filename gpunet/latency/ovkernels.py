@@ -39,12 +39,15 @@ def kernel_times(model: nn.Module, input_shape: Sequence[int], precision: str, t
     """(own-node milliseconds of each of ``iters`` inferences after ``warmup``, timing label) of
     ``model`` compiled for OpenVINO CPU with performance counters on."""
     from ..export.onnx import export_onnx_proto
-    from ..export.openvino import compile_openvino
+    from ..export.openvino import compile_openvino, int8_rest_precision
+    from ..export.quantize import cpu_activations, int8_graph
 
-    if precision == "int8":
-        raise ValueError("block timing 'kernels' covers fp32 / bf16 / fp16 blocks; INT8 OpenVINO blocks (NNCF "
-                         "graphs) are timed 'wall': use a table with block timing 'wall' for them")
-    proto = export_onnx_proto(model.eval(), tuple(input_shape))
+    if precision == "int8":  # the QDQ graph calibrated on random inputs, as a wall-clock INT8 timing runs it
+        proto, _ = int8_graph(model.eval(), tuple(input_shape))
+        cpu_activations(proto)
+        precision = int8_rest_precision()
+    else:
+        proto = export_onnx_proto(model.eval(), tuple(input_shape))
     compiled = compile_openvino(proto, precision, threads, perf_count=True)
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).random(tuple(input_shape), dtype=np.float32)
