@@ -98,7 +98,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-timing", choices=("wall", "kernels"),
                    help="how blocks are timed, fixed per table: wall (each block alone, host wall clock; the "
                         "default except on openvino) or kernels (openvino's per-node counters, the block's edge "
-                        "reorders and the infer call left out; the default on openvino)")
+                        "reorders and the infer call left out; the default on openvino except at int8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -77,8 +77,9 @@ BLOCK_TIMINGS = ("wall", "kernels")
 def default_block_timing(backend: str, precisions: Iterable[str] = ()) -> str:
     """A new table's block timing: ``kernels`` on OpenVINO (its wall-clock sums pay each block's
     edge reorders and infer call; held out, kernels put 95-100 % of networks within +-10 %, wall
-    80-85 %: docs/results/latency-table.md) unless its blocks are INT8 (``precisions``; NNCF's graphs
-    are timed ``wall``), ``wall`` on every other backend."""
+    80-85 %: docs/results/latency-table.md) unless its blocks are INT8 (``precisions``: ``wall`` until
+    a quiet validation of ``kernels`` on NNCF's graphs; neither has passed one), ``wall`` on every
+    other backend."""
     return "kernels" if backend == "openvino" and "int8" not in set(precisions) else "wall"
 
 
