@@ -466,14 +466,24 @@ def test_build_refuses_a_precision_the_backend_cannot_run_before_creating_the_ta
     assert list(tables.iterdir()) == []
 
 
+def _one_profiled_inference(request, shape):
+    """(wall-clock ms, per-node profiling info) of one OpenVINO inference after a warm-up one: the
+    counters and the clock cover the same call."""
+    import time as _time
+
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    request.infer({0: x})
+    t0 = _time.perf_counter()
+    request.infer({0: x})
+    return (_time.perf_counter() - t0) * 1e3, request.get_profiling_info()
+
+
 def test_openvino_int8_blocks_are_timed_by_their_own_nodes():
     """An INT8 block (the NNCF QDQ graph on random inputs, as its wall-clock timing runs it) timed by
     its own nodes: positive, and for one inference never more than that inference's wall clock, which
     also pays the edges and the infer call (the same inference: no timing race)."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    import time as _time
-
     from gpunet.export.openvino import compile_openvino, int8_rest_precision
     from gpunet.export.quantize import cpu_activations, int8_graph
     from gpunet.latency.ovkernels import TIMING, own_node_ms
@@ -485,12 +495,7 @@ def test_openvino_int8_blocks_are_timed_by_their_own_nodes():
     proto, _ = int8_graph(key.build_module().eval(), key.input_shape)
     cpu_activations(proto)
     request = compile_openvino(proto, int8_rest_precision(), 1, perf_count=True).create_infer_request()
-    x = np.random.default_rng(0).random(key.input_shape, dtype=np.float32)
-    request.infer({0: x})
-    t0 = _time.perf_counter()
-    request.infer({0: x})
-    wall_ms = (_time.perf_counter() - t0) * 1e3
-    info = request.get_profiling_info()
+    wall_ms, info = _one_profiled_inference(request, key.input_shape)
     assert 0 < own_node_ms(info) <= wall_ms
     assert any(n.node_type == "Convolution" for n in info)  # the quantized convolution ran
 
@@ -500,8 +505,6 @@ def test_openvino_blocks_are_timed_by_their_own_nodes(tmp_path, capsys):
     the same inference never more than its wall clock; the table records how its blocks were timed."""
     pytest.importorskip("openvino")
     pytest.importorskip("onnxscript")
-    import time as _time
-
     from gpunet.export.onnx import export_onnx_proto
     from gpunet.export.openvino import compile_openvino
     from gpunet.latency import device_fingerprint
@@ -511,12 +514,7 @@ def test_openvino_blocks_are_timed_by_their_own_nodes(tmp_path, capsys):
     compiled = compile_openvino(export_onnx_proto(key.build_module().eval(), key.input_shape), "fp32", 1,
                                 perf_count=True)
     request = compiled.create_infer_request()
-    x = np.random.default_rng(0).random(key.input_shape, dtype=np.float32)
-    request.infer({0: x})
-    t0 = _time.perf_counter()
-    request.infer({0: x})
-    wall_ms = (_time.perf_counter() - t0) * 1e3
-    info = request.get_profiling_info()
+    wall_ms, info = _one_profiled_inference(request, key.input_shape)
     assert 0 < own_node_ms(info) <= wall_ms
     assert {n.node_type for n in info} & EDGE_NODE_TYPES  # the edges exist and are left out
 
