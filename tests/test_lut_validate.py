@@ -50,6 +50,7 @@ def test_report_recovers_a_known_calibration(tmp_path):
     specs = [space.decode(v) for v in space.sample(n, seed=3)]
     np.testing.assert_allclose(report.table_sum_ms, [_hand_sum(s)[0] for s in specs], rtol=1e-9)
     np.testing.assert_allclose(report.measured_ms, [truth(s) for s in specs], rtol=1e-12)
+    assert report.noise == {}  # the caller timed the networks: their noise is not this machine's
     assert report.n_blocks == [_hand_sum(s)[1] for s in specs]
     expected_err = np.mean([(_hand_sum(s)[0] - truth(s)) / truth(s) for s in specs])
     assert report.mean_error_table_sum == pytest.approx(expected_err) and report.mean_error_table_sum < -0.3
@@ -276,7 +277,7 @@ def test_onnxruntime_validation_exports_each_network_once(tmp_path, monkeypatch)
     exports, real = [], onnx_export.export_onnx_proto
     monkeypatch.setattr(onnx_export, "export_onnx_proto", lambda *a, **k: exports.append(a[1]) or real(*a, **k))
     report = validate_lut(str(tmp_path / "ort.db"), "onnxruntime", n=4, space=space, seed=3, build_missing=False,
-                          iters=3, warmup=1, threads=1, progress=False, passes=3)
+                          iters=3, warmup=1, threads=1, progress=False, passes=3, recheck_blocks=0)
     assert exports == [(1, 3, 32, 32)] * 4
     assert report.passes == 3 and len(report.measured_median_ms) == 4 and all(m > 0 for m in report.measured_ms)
     assert list(scratch.iterdir()) == []  # the exported graphs are gone
@@ -307,7 +308,8 @@ def test_an_int8_validation_quantizes_each_network_once(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "make_runner", lambda *a, **k: timed.append(sum(
         n.op_type == "QuantizeLinear" for n in k["proto"].graph.node)) or real_runner(*a, **k))
     report = validate_lut(str(tmp_path / "q.db"), "onnxruntime", n=4, space=space, seed=5, build_missing=False,
-                          iters=2, warmup=1, threads=1, progress=False, passes=2, precision="int8")
+                          iters=2, warmup=1, threads=1, progress=False, passes=2, precision="int8",
+                          recheck_blocks=0)
     assert made == [(1, 3, 32, 32)] * 4 and len(timed) == 8 and min(timed) > 0  # quantized graphs, 2 passes
     assert report.precision == "int8" and all(m > 0 for m in report.measured_ms)
 
@@ -381,3 +383,25 @@ def test_cli_notes_a_machine_that_does_not_repeat_its_timings(capsys):
         assert capsys.readouterr().err == ""
     cli_search._note_unrepeatable(SimpleNamespace(moved_since_last=[0.078, -0.09, 0.01]))
     assert "the 3 networks measured before moved a median 7.8% since" in capsys.readouterr().err
+
+
+def test_a_validation_times_some_blocks_again_for_its_noise_floor(tmp_path):
+    """On the harness a validation times a sample of the networks' blocks again (fresh sessions, as
+    the table timed them) and reports the noise floor; the table's blocks stay as they were."""
+    pytest.importorskip("onnxruntime")
+    space = _tiny()
+    vectors = space.sample(4, seed=7)
+    path = str(tmp_path / "ort.db")
+    _synthetic_lut(path, space, vectors, backend="onnxruntime")
+    with LatencyTable(path) as t:
+        before = t.medians()
+    with pytest.raises(ValueError, match="recheck_blocks"):
+        validate_lut(path, "onnxruntime", n=4, space=space, seed=7, build_missing=False, recheck_blocks=-1)
+    report = validate_lut(path, "onnxruntime", n=4, space=space, seed=7, build_missing=False, iters=3, warmup=1,
+                          threads=1, progress=False, passes=2, recheck_blocks=3)
+    noise = report.noise
+    assert noise["blocks_rechecked"] == 3
+    assert noise["block_repeat_sd"] > 0 and noise["network_median_se"] >= 0  # the made-up table vs real timings
+    assert 0 < noise["within_10pct"] <= 1
+    with LatencyTable(path) as t:
+        assert t.medians() == before

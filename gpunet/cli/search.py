@@ -66,6 +66,8 @@ def register(subparsers) -> None:
     v.add_argument("--passes", type=int, default=5,
                    help="end-to-end passes over the networks, each in a fresh session; each network keeps its "
                         "median (default 5)")
+    v.add_argument("--recheck-blocks", type=int, default=24,
+                   help="blocks timed again for the measurement's noise floor (default 24; 0: none)")
     add_json(v, "the validation report")
     v.set_defaults(handler=_validate, space_default="small")
 
@@ -160,7 +162,7 @@ def _validate(args) -> int:
                           iters=args.iters, warmup=args.warmup, threads=args.threads,
                           build_missing=not args.no_build, plot=args.plot, progress=False if args.quiet else None,
                           statistic=args.statistic, refresh_blocks=args.refresh_blocks, precision=args.precision,
-                          passes=args.passes, block_timing=args.block_timing)
+                          passes=args.passes, block_timing=args.block_timing, recheck_blocks=args.recheck_blocks)
     if args.json:
         print_json(report.to_dict())
         return 0
@@ -179,6 +181,7 @@ def _validate(args) -> int:
             ["spread of timed runs (p90/median-1)", f"{report.run_spread:.1%}"],
             [f"spread between {report.passes} passes (max-min)/median", f"{report.pass_spread:.1%}"],
             ["machine", "BUSY: " + "; ".join(report.warnings) if report.busy else "quiet"]]
+    rows[-1:-1] = _noise_rows(report.noise)
     if report.cache_share_mb:
         rows.insert(-1, ["last-level cache share, probed (MB)", ", ".join(f"{x:.0f}" for x in report.cache_share_mb)])
     for note in report.cache_notes:
@@ -197,6 +200,7 @@ def _validate(args) -> int:
         print("warning: the machine was busy while measuring; figures above are not trustworthy "
               "(rerun on a quiet machine)", file=sys.stderr)
     _note_unrepeatable(report)
+    _note_noise_floor(report)
     return 0
 
 
@@ -208,6 +212,25 @@ def _note_unrepeatable(report) -> None:
         print(f"note: the {len(moved)} networks measured before moved a median {statistics.median(moved):.1%} "
               "since: the share within ±10 % is bounded by how well this machine repeats a timing (try fewer "
               "--threads, or a quieter machine)", file=sys.stderr)
+
+
+def _noise_rows(noise) -> list:
+    """The report's rows for its noise floor (none when the caller timed the networks)."""
+    if not noise:
+        return []
+    pct = (lambda x: "unknown" if x is None else f"{x:.1%}")
+    return [[f"noise: one block timing repeats to (sd, {noise['blocks_rechecked']} timed again)",
+             pct(noise["block_repeat_sd"])],
+            ["noise: a network's median, standard error (median)", pct(noise["network_median_se"])],
+            ["within ±10%, a table without error at this noise", pct(noise["within_10pct"])]]
+
+
+def _note_noise_floor(report) -> None:
+    reach = report.noise.get("within_10pct") if report.noise else None
+    if reach is not None and reach < 0.95:
+        print(f"note: at this machine's timing noise a table without any error would put {reach:.0%} of these "
+              "networks within ±10 %: the rest of the misses are the measurement (try more --passes, fewer "
+              "--threads, --refresh-blocks, or a quieter machine)", file=sys.stderr)
 
 
 def _export(args) -> int:

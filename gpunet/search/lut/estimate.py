@@ -11,7 +11,7 @@ over networks. Networks go through in chunks small enough for their columns to s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -130,6 +130,13 @@ class LatencyEstimator:
             missing.update(np.unique(slot.codes[(~found) & (slot.counts > 0)]).tolist())
         codes = np.array(sorted(missing)[:limit] if limit else sorted(missing), dtype=np.int64)
         return unpack_codes(codes, self.space.family, self.batch, self.precision, self.space.num_classes)
+
+    def block_times(self, vectors) -> Tuple[np.ndarray, np.ndarray]:
+        """Per network (rows) and block slot (stem, each stage's first and repeated block, tail): the
+        table's latency of the slot's block (NaN where it lacks it) and how often the network runs it."""
+        slots = block_slots(self.space, self.space.check(vectors))
+        ms = np.stack([self.lookup_codes(slot.codes)[0] for slot in slots], axis=1)
+        return ms, np.stack([slot.counts for slot in slots], axis=1)
 
     def estimate(self, vectors, calibrate: bool = True, check: bool = True) -> EstimateResult:
         """Latency of encoded networks; ``check=False`` for vectors known valid (sampled, pool rows)."""

@@ -37,11 +37,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..._checks import positive_int
+from ..._checks import non_negative_int, positive_int
 from .estimate import Calibration, EstimateResult, LatencyEstimator
 from ...latency.machine import busy_reasons, cache_notes, load_average
 from .build import build_lut
 from .codes import network_blocks
+from .noise import noise_floor
 from .table import LatencyTable
 from ..space import SearchSpace
 
@@ -92,6 +93,9 @@ class ValidationReport:
     # per network this table had measured before (same space, statistic, precision; not busy):
     # its latency now / then - 1, how far a repeat moves on this machine (empty: none measured before)
     moved_since_last: List[float] = field(default_factory=list)
+    # this run's measurement noise and the share within ±10 % it leaves a table without error
+    # (:class:`~gpunet.search.lut.noise.NoiseFloor`; empty when the caller timed the networks)
+    noise: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -166,6 +170,7 @@ class _Measured:
     """The networks' end-to-end timings, carried from measuring to fitting, storing and reporting."""
 
     ms: np.ndarray  # per network: the median of its passes
+    per_pass: np.ndarray  # passes x networks timings
     pass_spread: float  # median over networks of (slowest - fastest pass) / median
     run_spread: float  # median over networks of p90 / median - 1 of their timed runs (NaN: caller timed)
     median_ms: List[float]  # both statistics of the default harness (empty: the caller timed)
@@ -319,9 +324,43 @@ def _measure_networks(specs: List[Any], harness: _Harness, measure_network: Opti
     pass_spread = float(np.median((per_pass.max(0) - per_pass.min(0)) / measured)) if passes > 1 else 0.0
     run_spread = float(np.median(spreads)) if spreads else float("nan")
     median_ms, min_ms = _both_statistics(both, passes, len(specs))
-    return _Measured(ms=measured, pass_spread=pass_spread, run_spread=run_spread, median_ms=median_ms,
+    return _Measured(ms=measured, per_pass=per_pass, pass_spread=pass_spread, run_spread=run_spread, median_ms=median_ms,
                      min_ms=min_ms, load_avg=loads, cache_share_mb=shares, measured_here=here,
                      warnings=busy_reasons(loads if here else [], run_spread, harness.threads))
+
+
+#: blocks a validation times again for its noise floor (``recheck_blocks``): ~1 s each on a CPU
+RECHECK_BLOCKS = 24
+
+
+def _recheck_blocks(table: LatencyTable, space: SearchSpace, vectors: np.ndarray, harness: _Harness, count: int,
+                    seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Step 2b: ``count`` of these networks' blocks (a sample fixed by ``seed``) timed again as the
+    table timed them, each in a fresh session: (the table's timings, now's); the table is unchanged."""
+    from .build import measure_block
+
+    keys = network_blocks(space, vectors, precision=harness.precision)
+    pick = np.sort(np.random.default_rng(seed).choice(len(keys), size=min(count, len(keys)), replace=False))
+    first, again = [], []
+    for i in pick:
+        result = measure_block(keys[i], harness.backend, iters=harness.iters, warmup=harness.warmup,
+                               threads=harness.threads, timing=table.block_timing or "wall")
+        stored = table.get(keys[i], harness.statistic)
+        first.append(float("nan") if stored is None else stored)
+        again.append(result.min_ms if harness.statistic == "min" else result.median_ms)
+    return np.array(first, dtype=np.float64), np.array(again, dtype=np.float64)
+
+
+def _noise(table: LatencyTable, space: SearchSpace, vectors: np.ndarray, nets: _Measured, harness: _Harness,
+           count: int, seed: int) -> Dict[str, Any]:
+    """This run's :class:`~gpunet.search.lut.noise.NoiseFloor` (as a dict): the networks' passes and
+    ``count`` blocks timed again; empty when the caller timed the networks (their noise is not ours)."""
+    if not nets.measured_here or not len(nets.median_ms):
+        return {}
+    first, again = _recheck_blocks(table, space, vectors, harness, count, seed) if count > 0 else ((), ())
+    block_ms, counts = LatencyEstimator(table, space, precision=harness.precision, calibration=False,
+                                        statistic=harness.statistic).block_times(vectors)
+    return noise_floor(nets.per_pass, block_ms, counts, np.asarray(first), np.asarray(again)).to_dict()
 
 
 def _fit(est: EstimateResult, measured: np.ndarray, earlier) -> _Fit:
@@ -418,7 +457,7 @@ def _scores(est: EstimateResult, measured: np.ndarray, fit: _Fit, stored: Option
 def _report(header: Dict[str, Any], space: SearchSpace, vectors: np.ndarray, est: EstimateResult, nets: _Measured,
             fit: _Fit, stored: Optional[Calibration], stored_share: Optional[float], start: float) -> ValidationReport:
     """Step 4: the report; ``header``: what was validated, where and how (lut, backend, device_id,
-    space, n, seed, statistic, precision, passes, blocks_measured, moved_since_last)."""
+    space, n, seed, statistic, precision, passes, blocks_measured, moved_since_last, noise)."""
     scores = _scores(est, nets.ms, fit, stored)
     notes = cache_notes(nets.cache_share_mb, stored_share, stored.cache_mb if stored is not None else None)
     return ValidationReport(
@@ -437,7 +476,7 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
                  progress: Optional[bool] = None, statistic: str = "median", refresh_blocks: bool = False,
                  measure_network: Optional[Callable[[Any], float]] = None,
                  precision: str = "fp32", passes: int = 5, measured_here: Optional[bool] = None,
-                 block_timing: Optional[str] = None) -> ValidationReport:
+                 block_timing: Optional[str] = None, recheck_blocks: int = RECHECK_BLOCKS) -> ValidationReport:
     """Measure ``n`` sampled networks end to end and compare with the table's estimate.
 
     ``precision``: the backend precision blocks and networks run in (e.g. ``bf16`` on OpenVINO); a
@@ -454,10 +493,13 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
     pass True for a caller's timer that runs on this machine.
     ``block_timing``: how missing blocks are timed (see :func:`~gpunet.search.lut.build.build_lut`;
     default: the table's); the networks are always timed end to end on the wall clock.
+    ``recheck_blocks``: how many of the networks' blocks are timed again for the report's ``noise``
+    (:mod:`gpunet.search.lut.noise`; 0: none, the floor then from the networks' passes alone).
     """
     from ...latency import device_fingerprint
 
     _check_counts(n, passes)
+    non_negative_int(recheck_blocks, "recheck_blocks")
     start = time.time()
     space = space or SearchSpace.small()
     vectors = space.sample(n, seed=seed)
@@ -473,11 +515,12 @@ def validate_lut(lut_path: str, backend: str = "onnxruntime", n: int = 50, space
         nets = _measure_networks([space.decode(v) for v in vectors], harness, measure_network, passes, progress,
                                  block_load, here)
         moved = _moved_since_last(table, space, vectors, nets.ms, harness)
+        noise = _noise(table, space, vectors, nets, harness, recheck_blocks, seed)
         fit = _fit_and_store(table, space, vectors, est, nets, harness, seed, save_calibration)
         device_id = table.device_id
     header = dict(lut=lut_path, backend=backend, device_id=device_id, space=space.name, n=n, seed=seed,
                   statistic=statistic, precision=precision, passes=passes, blocks_measured=blocks_measured,
-                  moved_since_last=moved)
+                  moved_since_last=moved, noise=noise)
     report = _report(header, space, vectors, est, nets, fit, stored, stored_share, start)
     if plot:
         plot_validation(report, plot)
