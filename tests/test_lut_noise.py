@@ -24,8 +24,10 @@ def test_standard_error_of_a_median_of_passes():
 def test_repeat_spread_of_one_timing():
     first = np.array([1.0, 2.0, 3.0, 4.0])
     again = first * np.exp([0.1, -0.1, 0.1, -0.1])
-    assert repeat_sd(first, again) == pytest.approx(np.std([0.1, -0.1, 0.1, -0.1], ddof=1) / math.sqrt(2))
+    assert repeat_sd(first, again) == pytest.approx(1.4826 * 0.1 / math.sqrt(2))
     assert repeat_sd(first, first) == 0.0
+    six = np.arange(1.0, 7.0)  # one timing 2x off does not set the spread
+    assert repeat_sd(six, six * np.exp([0.1, -0.1, 0.1, -0.1, 0.1, 0.7])) == pytest.approx(1.4826 * 0.1 / math.sqrt(2))
     assert np.isnan(repeat_sd([1.0, np.nan], [1.0, 2.0]))  # one valid pair
     with pytest.raises(ValueError, match="pair up"):
         repeat_sd([1.0, 2.0], [1.0])
@@ -52,11 +54,11 @@ def test_noise_floor_combines_the_networks_and_their_block_sums():
     ms, counts = np.array([[1.0], [2.0]]), np.array([[1], [1]])
     quiet = noise_floor(np.ones((3, 2)), ms, counts, np.array([1.0, 2.0]), np.array([1.0, 2.0]))
     assert quiet.to_dict() == {"block_repeat_sd": 0.0, "blocks_rechecked": 2, "network_median_se": 0.0,
-                               "within_10pct": 1.0}
+                               "within_10pct": 1.0, "block_pairs_ms": [[1.0, 1.0], [2.0, 2.0]]}
     first = np.array([1.0, 1.0, 1.0, 1.0])
     again = first * np.exp([0.08, -0.08, 0.08, -0.08])
     noisy = noise_floor(np.ones((3, 2)), ms, counts, first, again)
-    sd = np.std([0.08, -0.08] * 2, ddof=1) / math.sqrt(2)
+    sd = 1.4826 * 0.08 / math.sqrt(2)
     assert noisy.block_repeat_sd == pytest.approx(sd)
     assert noisy.within_10pct == pytest.approx(math.erf(0.1 / (sd * math.sqrt(2))))
     no_blocks = noise_floor(np.ones((3, 2)), ms, counts, np.empty(0), np.empty(0))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -34,15 +34,18 @@ def median_standard_error(per_pass) -> np.ndarray:
 
 
 def repeat_sd(first_ms, again_ms) -> float:
-    """Relative spread (sd of the log) of one timing, from pairs of timings of the same things:
-    ``sd(log(again / first)) / sqrt(2)``; NaN with fewer than two valid pairs."""
+    """Relative spread of one timing (of its log), from pairs of timings of the same things:
+    ``1.4826 * MAD(log(again / first)) / sqrt(2)``, the sd a normal spread would have. Robust on
+    purpose: block timings on a noisy VM have heavy tails (a few 2x outliers), whose plain sd would
+    make the normal share within ±10 % far too low. NaN with fewer than two valid pairs."""
     a, b = np.asarray(first_ms, dtype=np.float64), np.asarray(again_ms, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"first_ms and again_ms must pair up, got shapes {a.shape} and {b.shape}")
     ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
     if ok.sum() < 2:
         return float("nan")
-    return float(np.log(b[ok] / a[ok]).std(ddof=1) / math.sqrt(2))
+    d = np.log(b[ok] / a[ok])
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2))
 
 
 def sum_noise(block_ms, counts, block_sd: float) -> np.ndarray:
@@ -74,6 +77,7 @@ class NoiseFloor:
     blocks_rechecked: int
     network_median_se: Optional[float]  # median over networks of their median's relative s.e.
     within_10pct: Optional[float]  # what a table without error would reach at this noise
+    block_pairs_ms: List[List[float]]  # per block timed again: [the table's timing, now's]
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -90,4 +94,5 @@ def noise_floor(per_pass, block_ms, counts, first_ms, again_ms) -> NoiseFloor:
     finite = (lambda x: float(x) if np.isfinite(x) else None)
     return NoiseFloor(block_repeat_sd=finite(block_sd), blocks_rechecked=int(len(first_ms)),
                       network_median_se=finite(np.nanmedian(se)) if np.isfinite(se).any() else None,
-                      within_10pct=reachable_share(sigma) if known else None)
+                      within_10pct=reachable_share(sigma) if known else None,
+                      block_pairs_ms=[[float(a), float(b)] for a, b in zip(first_ms, again_ms)])
