@@ -126,10 +126,11 @@ def test_validate_cli_end_to_end(tmp_path, capsys):
     space_file.write_text(tiny.to_json())
     lut = tmp_path / "torch.db"
     args = ["lut", "validate", "--lut", str(lut), "--backend", "torch", "--space", str(space_file), "--n", "5",
-            "--iters", "3", "--warmup", "1", "--threads", "1", "--quiet"]
+            "--iters", "3", "--warmup", "1", "--threads", "1", "--quiet", "--recheck-blocks", "3"]
     assert cli_main(args + ["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 5 and report["space"] == "tiny" and report["blocks_measured"] > 10
+    assert report["noise"]["blocks_rechecked"] == 3 and 0 < report["noise"]["within_10pct"] <= 1
     specs = [tiny.decode(v) for v in tiny.sample(5, seed=1)]  # the CLI's default seed
     with LatencyTable(str(lut)) as t:
         by_hand = [sum(t.get(k) for k in spec_blocks(s)) for s in specs]
@@ -140,6 +141,8 @@ def test_validate_cli_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Spearman (table sum)" in out and re.search(r"blocks measured now\s+0\n", out)
     assert re.search(r"moved since last measured \(5 networks\), median / max\s+\d+\.\d% / \d+\.\d%", out)
+    assert re.search(r"noise: one block timing repeats to \(sd, 3 timed again\)\s+\d+\.\d%", out)
+    assert re.search(r"within ±10%, a table without error at this noise\s+\d+\.\d%", out)
 
 
 def test_weight_term_is_recovered_and_held_out_calibration_scored(tmp_path):
@@ -277,8 +280,8 @@ def test_onnxruntime_validation_exports_each_network_once(tmp_path, monkeypatch)
     exports, real = [], onnx_export.export_onnx_proto
     monkeypatch.setattr(onnx_export, "export_onnx_proto", lambda *a, **k: exports.append(a[1]) or real(*a, **k))
     report = validate_lut(str(tmp_path / "ort.db"), "onnxruntime", n=4, space=space, seed=3, build_missing=False,
-                          iters=3, warmup=1, threads=1, progress=False, passes=3, recheck_blocks=0)
-    assert exports == [(1, 3, 32, 32)] * 4
+                          iters=3, warmup=1, threads=1, progress=False, passes=3, recheck_blocks=2)
+    assert exports == [(1, 3, 32, 32)] * 4  # the networks (the blocks timed again export on their own)
     assert report.passes == 3 and len(report.measured_median_ms) == 4 and all(m > 0 for m in report.measured_ms)
     assert list(scratch.iterdir()) == []  # the exported graphs are gone
     # the cache share was probed before each pass and after the last, and kept with networks and calibration
@@ -288,6 +291,13 @@ def test_onnxruntime_validation_exports_each_network_once(tmp_path, monkeypatch)
         assert [e["cache_share_mb"] for e in t.get_meta("validation_networks")] == [share] * 4
         # the calibration's share is over the networks it was fitted on (a busy run's are left out)
         assert t.get_meta("calibration")["cache_share_mb"] == (None if report.busy else share)
+        # two blocks were timed again for the noise floor, and the table kept its own timings
+        stored = {k.key: _block_ms(k) for k in network_blocks(space, vectors)}
+        assert t.medians() == pytest.approx(stored)
+    noise = report.noise
+    assert noise["blocks_rechecked"] == 2 and len(noise["block_pairs_ms"]) == 2
+    assert all(first in stored.values() and again > 0 for first, again in noise["block_pairs_ms"])
+    assert noise["network_median_se"] >= 0 and 0 < noise["within_10pct"] <= 1
 
 
 def test_an_int8_validation_quantizes_each_network_once(tmp_path, monkeypatch):
@@ -347,6 +357,9 @@ def test_networks_are_measured_in_passes_and_keep_their_median(tmp_path):
     with pytest.raises(ValueError, match="passes must be a positive integer"):
         validate_lut(str(tmp_path / "t.db"), "torch", n=6, space=space, build_missing=False, passes=0,
                      measure_network=jittery, progress=False)
+    with pytest.raises(ValueError, match="recheck_blocks must be an integer >= 0"):
+        validate_lut(str(tmp_path / "t.db"), "torch", n=6, space=space, build_missing=False, recheck_blocks=-1,
+                     measure_network=jittery, progress=False)
 
 
 def test_a_repeat_reports_how_far_each_network_moved(tmp_path):
@@ -384,24 +397,3 @@ def test_cli_notes_a_machine_that_does_not_repeat_its_timings(capsys):
     cli_search._note_unrepeatable(SimpleNamespace(moved_since_last=[0.078, -0.09, 0.01]))
     assert "the 3 networks measured before moved a median 7.8% since" in capsys.readouterr().err
 
-
-def test_a_validation_times_some_blocks_again_for_its_noise_floor(tmp_path):
-    """On the harness a validation times a sample of the networks' blocks again (fresh sessions, as
-    the table timed them) and reports the noise floor; the table's blocks stay as they were."""
-    pytest.importorskip("onnxruntime")
-    space = _tiny()
-    vectors = space.sample(4, seed=7)
-    path = str(tmp_path / "ort.db")
-    _synthetic_lut(path, space, vectors, backend="onnxruntime")
-    with LatencyTable(path) as t:
-        before = t.medians()
-    with pytest.raises(ValueError, match="recheck_blocks"):
-        validate_lut(path, "onnxruntime", n=4, space=space, seed=7, build_missing=False, recheck_blocks=-1)
-    report = validate_lut(path, "onnxruntime", n=4, space=space, seed=7, build_missing=False, iters=3, warmup=1,
-                          threads=1, progress=False, passes=2, recheck_blocks=3)
-    noise = report.noise
-    assert noise["blocks_rechecked"] == 3
-    assert noise["block_repeat_sd"] > 0 and noise["network_median_se"] >= 0  # the made-up table vs real timings
-    assert 0 < noise["within_10pct"] <= 1
-    with LatencyTable(path) as t:
-        assert t.medians() == before
