@@ -36,7 +36,7 @@ def median_standard_error(per_pass) -> np.ndarray:
 def repeat_sd(first_ms, again_ms) -> float:
     """Relative spread of one timing (of its log), from pairs of timings of the same things:
     ``1.4826 * MAD(log(again / first)) / sqrt(2)``, the sd a normal spread would have. Robust on
-    purpose: block timings on a noisy VM have heavy tails (a few 2x outliers), whose plain sd would
+    purpose: block timings on a noisy VM have heavy tails (re-timed, some come back 2x off), whose sd would
     make the normal share within ±10 % far too low. NaN with fewer than two valid pairs."""
     a, b = np.asarray(first_ms, dtype=np.float64), np.asarray(again_ms, dtype=np.float64)
     if a.shape != b.shape:

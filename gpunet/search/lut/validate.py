@@ -23,7 +23,8 @@ the calibration, and a move since the calibration was fitted is reported.
 
 :func:`validate_lut` runs it as steps, one function each: sample the networks and fill their
 blocks (:func:`_fill_blocks`) -> measure them end to end in passes (:func:`_measure_networks`,
-into a :class:`_Measured`) -> fit the calibration and store it with the networks
+into a :class:`_Measured`; then a sample of their blocks timed again for the report's noise floor,
+:func:`_noise`) -> fit the calibration and store it with the networks
 (:func:`_fit_and_store`, into a :class:`_Fit`) -> report (:func:`_report`).
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ import numpy as np
 from ..._checks import non_negative_int, positive_int
 from .estimate import Calibration, EstimateResult, LatencyEstimator
 from ...latency.machine import busy_reasons, cache_notes, load_average
-from .build import build_lut
+from .build import build_lut, measure_block
 from .codes import network_blocks
 from .noise import noise_floor
 from .table import LatencyTable
@@ -324,8 +325,8 @@ def _measure_networks(specs: List[Any], harness: _Harness, measure_network: Opti
     pass_spread = float(np.median((per_pass.max(0) - per_pass.min(0)) / measured)) if passes > 1 else 0.0
     run_spread = float(np.median(spreads)) if spreads else float("nan")
     median_ms, min_ms = _both_statistics(both, passes, len(specs))
-    return _Measured(ms=measured, per_pass=per_pass, pass_spread=pass_spread, run_spread=run_spread, median_ms=median_ms,
-                     min_ms=min_ms, load_avg=loads, cache_share_mb=shares, measured_here=here,
+    return _Measured(ms=measured, per_pass=per_pass, pass_spread=pass_spread, run_spread=run_spread,
+                     median_ms=median_ms, min_ms=min_ms, load_avg=loads, cache_share_mb=shares, measured_here=here,
                      warnings=busy_reasons(loads if here else [], run_spread, harness.threads))
 
 
@@ -337,8 +338,6 @@ def _recheck_blocks(table: LatencyTable, space: SearchSpace, vectors: np.ndarray
                     seed: int) -> Tuple[np.ndarray, np.ndarray]:
     """Step 2b: ``count`` of these networks' blocks (a sample fixed by ``seed``) timed again as the
     table timed them, each in a fresh session: (the table's timings, now's); the table is unchanged."""
-    from .build import measure_block
-
     keys = network_blocks(space, vectors, precision=harness.precision)
     pick = np.sort(np.random.default_rng(seed).choice(len(keys), size=min(count, len(keys)), replace=False))
     first, again = [], []
