@@ -96,7 +96,13 @@ def test_int8_matches_fp32_on_finetuned_digits_and_runs_in_ort_and_openvino(fine
     b = np.concatenate([compiled({0: x[:3]})[compiled.output(0)], compiled({0: x[3:]})[compiled.output(0)]])
     assert a.shape == b.shape == (10, 10)
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
-    assert np.abs(a - b).max() <= 0.1 * np.abs(a).max()
+    # Without VNNI (or AMX) x86 8-bit dot products can saturate their 16-bit intermediates, each runtime
+    # its own way (OpenVINO's "saturation issue"): on an AMD EPYC with AVX2 only the logits agreed to 16 %
+    # of their range, the decisions as above; with VNNI they agree to 10 %.
+    from gpunet.latency.fingerprint import cpu_info
+
+    vnni = bool({"avx512_vnni", "amx_int8"} & set(cpu_info().get("cpu_flags", [])))
+    assert np.abs(a - b).max() <= (0.1 if vnni else 0.25) * np.abs(a).max()
 
     # CPU runtimes get NNCF's uint8 back on exactly the quantizers the file made signed for TensorRT.
     import onnx
